@@ -1,0 +1,3 @@
+from lucidgrant.cli import main
+
+main()

@@ -1,0 +1,149 @@
+"""What the operator knows between events: each grant's latest object and bookkeeping, and the
+Secrets that matter (state Secrets, and the client, bootstrap and consumer Secrets that some
+grant references). Fed by the watches, and by the answers of the operator's own writes, so that
+a routine refresh reads nothing from the API server."""
+
+from __future__ import annotations
+
+import zlib
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lucidgrant.grant import GrantSpec, SpecError, parse_spec
+from lucidgrant.store import LABEL_GRANT, LABEL_ROLE, ROLE_STATE, state_secret_name
+
+Key = tuple[str, str]  # (namespace, name)
+
+
+def key_of(obj: Mapping[str, Any]) -> Key:
+    meta = obj.get("metadata") or {}
+    return (str(meta.get("namespace", "")), str(meta.get("name", "")))
+
+
+def _rv(obj: Mapping[str, Any] | None) -> int:
+    try:
+        return int((obj or {}).get("metadata", {}).get("resourceVersion", 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def newer(candidate: Mapping[str, Any], current: Mapping[str, Any] | None) -> bool:
+    """Whether `candidate` is at least as new as `current`. resourceVersions are opaque to
+    clients in principle, but integers in every API server in practice; a non-integer one is
+    taken as newer so that the cache never gets stuck."""
+    return current is None or _rv(candidate) >= _rv(current) or _rv(candidate) == 0
+
+
+@dataclass
+class GrantRecord:
+    body: dict[str, Any]
+    failures: int = 0
+    retry_at: float | None = None
+    last_error: str | None = None
+    client_rejected_rv: str | None = None
+    refresh_now_seen: bool = False
+    jitter: float = 0.0
+    spec_cache: tuple[int, GrantSpec | SpecError] | None = None
+
+    @property
+    def uid(self) -> str:
+        return str(self.body["metadata"].get("uid", ""))
+
+    @property
+    def generation(self) -> int:
+        return int(self.body["metadata"].get("generation") or 0)
+
+    def spec(self) -> GrantSpec | SpecError:
+        """The parsed spec, parsed once per generation."""
+        if self.spec_cache is None or self.spec_cache[0] != self.generation:
+            try:
+                parsed: GrantSpec | SpecError = parse_spec(self.body.get("spec"))
+            except SpecError as exc:
+                parsed = exc
+            self.spec_cache = (self.generation, parsed)
+        return self.spec_cache[1]
+
+
+def referenced_secrets(name: str, spec: GrantSpec | SpecError) -> set[str]:
+    names = {state_secret_name(name)}
+    if isinstance(spec, GrantSpec):
+        names.add(spec.client_secret_name)
+        names.add(spec.consumer.name)
+        if spec.bootstrap_ref:
+            names.add(spec.bootstrap_ref.name)
+    return names
+
+
+@dataclass
+class Cache:
+    grants: dict[Key, GrantRecord] = field(default_factory=dict)
+    # Secret by key; None means "known to be absent".
+    secrets: dict[Key, dict[str, Any] | None] = field(default_factory=dict)
+    # Secret key -> grants that reference it, to know whom a Secret event concerns.
+    _refs: dict[Key, set[Key]] = field(default_factory=lambda: defaultdict(set))
+    _refs_of: dict[Key, set[Key]] = field(default_factory=dict)
+
+    def observe_grant(self, body: dict[str, Any]) -> GrantRecord:
+        key = key_of(body)
+        record = self.grants.get(key)
+        if record is None:
+            uid = str(body["metadata"].get("uid", ""))
+            record = GrantRecord(body=body, jitter=(zlib.crc32(uid.encode()) % 10_000) / 10_000)
+            self.grants[key] = record
+        elif newer(body, record.body):
+            record.body = body
+        self._index(key, referenced_secrets(key[1], record.spec()))
+        return record
+
+    def forget_grant(self, key: Key) -> None:
+        self.grants.pop(key, None)
+        self._index(key, set())
+        self.secrets.pop((key[0], state_secret_name(key[1])), None)
+
+    def _index(self, grant: Key, names: set[str]) -> None:
+        wanted = {(grant[0], n) for n in names}
+        old = self._refs_of.get(grant, set())
+        for secret in old - wanted:
+            self._refs[secret].discard(grant)
+            if not self._refs[secret]:
+                del self._refs[secret]
+                self.secrets.pop(secret, None)
+        for secret in wanted - old:
+            self._refs[secret].add(grant)
+        if wanted:
+            self._refs_of[grant] = wanted
+        else:
+            self._refs_of.pop(grant, None)
+
+    def is_relevant(self, secret: Mapping[str, Any]) -> bool:
+        labels = (secret.get("metadata") or {}).get("labels") or {}
+        return labels.get(LABEL_ROLE) == ROLE_STATE or key_of(secret) in self._refs
+
+    def grants_of_secret(self, secret: Mapping[str, Any]) -> Iterable[Key]:
+        key = key_of(secret)
+        found = set(self._refs.get(key, ()))
+        labels = (secret.get("metadata") or {}).get("labels") or {}
+        if labels.get(LABEL_ROLE) == ROLE_STATE and labels.get(LABEL_GRANT):
+            found.add((key[0], labels[LABEL_GRANT]))
+        return found
+
+    def observe_secret(self, secret: dict[str, Any], deleted: bool = False) -> bool:
+        """Remember a Secret from a watch event or a write's answer; True if it concerns us."""
+        if not self.is_relevant(secret):
+            return False
+        key = key_of(secret)
+        current = self.secrets.get(key)
+        if deleted:
+            if current is None or newer(secret, current):
+                self.secrets[key] = None
+        elif newer(secret, current):
+            self.secrets[key] = secret
+        return True
+
+    def secret(self, key: Key) -> tuple[bool, dict[str, Any] | None]:
+        """(known, secret): known is False when the cache has never seen it."""
+        if key in self.secrets:
+            return True, self.secrets[key]
+        return False, None

@@ -1,0 +1,48 @@
+"""The command line: `lucidgrant run` starts the operator; other subcommands serve people."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+import kopf
+
+from lucidgrant import __version__
+from lucidgrant.config import Settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """lucidgrant: keeps Lucid OAuth grants alive forever."""
+
+
+@main.command()
+def version() -> None:
+    """Print the version."""
+    click.echo(__version__)
+
+
+@main.command()
+@click.option(
+    "--namespace", "-n", "namespaces", multiple=True, help="Watch this namespace (repeatable)."
+)
+@click.option("--all-namespaces", "-A", is_flag=True, help="Watch every namespace.")
+@click.option("--verbose", "-v", is_flag=True, help="Log debug messages.")
+def run(namespaces: tuple[str, ...], all_namespaces: bool, verbose: bool) -> None:
+    """Run the operator (in-cluster config in a pod, KUBECONFIG elsewhere)."""
+    if bool(namespaces) == all_namespaces:
+        raise click.UsageError("give --namespace (one or more) or --all-namespaces")
+    import lucidgrant.handlers  # noqa: F401  (registers the kopf handlers)
+
+    kopf.configure(verbose=verbose, log_prefix=False)
+    # kopf logs each API request at debug level with URLs only; keep aiohttp's access log quiet.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    settings = Settings.from_env()
+    kopf.run(
+        standalone=True,
+        clusterwide=all_namespaces,
+        namespaces=list(namespaces),
+        memo=kopf.Memo(settings=settings),
+    )
+    sys.exit(0)

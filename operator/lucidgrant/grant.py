@@ -1,0 +1,237 @@
+"""The grant model: a LucidGrant's spec parsed and validated into plain values.
+
+The checks mirror the CRD schema (and its CEL rule) so that a grant written before the schema
+was installed, or into a cluster that does not enforce CEL, is reported in status rather than
+acted on wrongly."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+GROUP = "lucidgrant.dev"
+VERSION = "v1alpha1"
+PLURAL = "lucidgrants"
+KIND = "LucidGrant"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+OFFLINE_ACCESS = "offline_access"
+DEFAULT_REFRESH_BEFORE = 600.0
+
+_DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h)")
+_DURATION = re.compile(r"^([0-9]+(ms|s|m|h))+$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class SpecError(ValueError):
+    """A spec that cannot be acted on; `path` names the field as the API server would."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
+
+
+@dataclass(frozen=True)
+class SecretKeyRef:
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class ConsumerSecret:
+    name: str
+    access_token_key: str = "access_token"
+    expires_at_key: str = "expires_at"
+    token_type_key: str = "token_type"
+    authorization_key: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GrantSpec:
+    client_secret_name: str
+    client_id_key: str
+    client_secret_key: str
+    token_kind: Literal["user", "account"]
+    scopes: tuple[str, ...]
+    consumer: ConsumerSecret
+    redirect_uri: str | None = None
+    refresh_token_ref: SecretKeyRef | None = None
+    code_ref: SecretKeyRef | None = None
+    refresh_before: float = DEFAULT_REFRESH_BEFORE
+    suspend: bool = False
+    deletion_policy: Literal["Retain", "Revoke"] = "Retain"
+
+    @property
+    def bootstrap_ref(self) -> SecretKeyRef | None:
+        return self.refresh_token_ref or self.code_ref
+
+    @property
+    def requested_scopes(self) -> tuple[str, ...]:
+        """The scopes to ask Lucid for: the spec's, plus offline_access (no refresh token
+        without it)."""
+        extra = () if OFFLINE_ACCESS in self.scopes else (OFFLINE_ACCESS,)
+        return self.scopes + extra
+
+
+def parse_duration(text: str) -> float:
+    """'1h30m' -> 5400.0. Go-style units ms, s, m, h (what the CRD's pattern admits)."""
+    if not _DURATION.match(text):
+        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 10m, 1h30m)")
+    return sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
+
+
+def _obj(value: Any, path: str, *, required: bool = True) -> Mapping[str, Any] | None:
+    if value is None:
+        if required:
+            raise SpecError(path, "Required value")
+        return None
+    if not isinstance(value, Mapping):
+        raise SpecError(path, f'Invalid value: "{type(value).__name__}": must be an object')
+    return value
+
+
+def _str(
+    obj: Mapping[str, Any], key: str, path: str, pattern: re.Pattern[str], default: str | None
+) -> str:
+    value = obj.get(key, default)
+    if value is None:
+        raise SpecError(f"{path}.{key}", "Required value")
+    if not isinstance(value, str) or not pattern.match(value):
+        raise SpecError(f"{path}.{key}", f"Invalid value: {value!r}: must match {pattern.pattern}")
+    return value
+
+
+def _ref(obj: Mapping[str, Any] | None, path: str, default_key: str) -> SecretKeyRef | None:
+    if obj is None:
+        return None
+    return SecretKeyRef(
+        name=_str(obj, "name", path, _DNS_NAME, None),
+        key=_str(obj, "key", path, _SECRET_KEY, default_key),
+    )
+
+
+def _string_map(value: Any, path: str) -> dict[str, str]:
+    mapping = _obj(value, path, required=False) or {}
+    for k, v in mapping.items():
+        if not isinstance(v, str):
+            raise SpecError(f"{path}.{k}", "Invalid value: must be a string")
+    return dict(mapping)
+
+
+def _consumer(spec: Mapping[str, Any]) -> ConsumerSecret:
+    path = "spec.accessTokenSecret"
+    obj = _obj(spec.get("accessTokenSecret"), path)
+    assert obj is not None
+    keys = _obj(obj.get("keys"), f"{path}.keys", required=False) or {}
+    kpath = f"{path}.keys"
+    auth = keys.get("authorizationHeader")
+    consumer = ConsumerSecret(
+        name=_str(obj, "name", path, _DNS_NAME, None),
+        access_token_key=_str(keys, "accessToken", kpath, _SECRET_KEY, "access_token"),
+        expires_at_key=_str(keys, "expiresAt", kpath, _SECRET_KEY, "expires_at"),
+        token_type_key=_str(keys, "tokenType", kpath, _SECRET_KEY, "token_type"),
+        authorization_key=None
+        if auth is None
+        else _str(keys, "authorizationHeader", kpath, _SECRET_KEY, None),
+        labels=_string_map(obj.get("labels"), f"{path}.labels"),
+        annotations=_string_map(obj.get("annotations"), f"{path}.annotations"),
+    )
+    names = [
+        consumer.access_token_key,
+        consumer.expires_at_key,
+        consumer.token_type_key,
+        *([consumer.authorization_key] if consumer.authorization_key else []),
+    ]
+    if len(set(names)) != len(names):
+        raise SpecError(kpath, "Invalid value: key names must be distinct")
+    return consumer
+
+
+def _scopes(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise SpecError("spec.scopes", "Required value: at least one scope")
+    for i, scope in enumerate(value):
+        if not isinstance(scope, str) or not re.match(r"^[A-Za-z0-9_.:-]+$", scope):
+            raise SpecError(f"spec.scopes[{i}]", f"Invalid value: {scope!r}")
+    return tuple(value)
+
+
+def parse_spec(spec: Any) -> GrantSpec:
+    """Validate and default a LucidGrant spec; raise SpecError naming the first bad field."""
+    obj = _obj(spec, "spec")
+    assert obj is not None
+    client = _obj(obj.get("clientSecretRef"), "spec.clientSecretRef")
+    assert client is not None
+    auth = _obj(obj.get("authorization"), "spec.authorization", required=False) or {}
+    refresh_ref = _ref(
+        _obj(
+            auth.get("refreshTokenSecretRef"),
+            "spec.authorization.refreshTokenSecretRef",
+            required=False,
+        ),
+        "spec.authorization.refreshTokenSecretRef",
+        "refresh_token",
+    )
+    code_ref = _ref(
+        _obj(auth.get("codeSecretRef"), "spec.authorization.codeSecretRef", required=False),
+        "spec.authorization.codeSecretRef",
+        "code",
+    )
+    if auth and (refresh_ref is None) == (code_ref is None):
+        raise SpecError(
+            "spec.authorization",
+            "Invalid value: exactly one of refreshTokenSecretRef or codeSecretRef must be set",
+        )
+    kind = obj.get("tokenKind", "user")
+    if kind not in ("user", "account"):
+        raise SpecError(
+            "spec.tokenKind", f'Unsupported value: "{kind}": supported values: "user", "account"'
+        )
+    policy = obj.get("deletionPolicy", "Retain")
+    if policy not in ("Retain", "Revoke"):
+        raise SpecError(
+            "spec.deletionPolicy",
+            f'Unsupported value: "{policy}": supported values: "Retain", "Revoke"',
+        )
+    redirect = obj.get("redirectUri")
+    if redirect is not None and (
+        not isinstance(redirect, str) or not re.match(r"^https?://\S+$", redirect)
+    ):
+        raise SpecError("spec.redirectUri", "Invalid value: must be an http(s) URL")
+    if code_ref is not None and redirect is None:
+        raise SpecError(
+            "spec.redirectUri", "Required value: needed to exchange an authorization code"
+        )
+    before_text = obj.get("refreshBefore", "10m")
+    try:
+        before = parse_duration(before_text) if isinstance(before_text, str) else -1.0
+    except ValueError:
+        before = -1.0
+    if before <= 0:
+        raise SpecError("spec.refreshBefore", f"Invalid value: {before_text!r}: use e.g. 10m")
+    suspend = obj.get("suspend", False)
+    if not isinstance(suspend, bool):
+        raise SpecError("spec.suspend", "Invalid value: must be a boolean")
+    return GrantSpec(
+        client_secret_name=_str(client, "name", "spec.clientSecretRef", _DNS_NAME, None),
+        client_id_key=_str(client, "clientIdKey", "spec.clientSecretRef", _SECRET_KEY, "client_id"),
+        client_secret_key=_str(
+            client, "clientSecretKey", "spec.clientSecretRef", _SECRET_KEY, "client_secret"
+        ),
+        token_kind=kind,
+        scopes=_scopes(obj.get("scopes")),
+        consumer=_consumer(obj),
+        redirect_uri=redirect,
+        refresh_token_ref=refresh_ref,
+        code_ref=code_ref,
+        refresh_before=before,
+        suspend=suspend,
+        deletion_policy=policy,
+    )

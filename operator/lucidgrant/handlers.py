@@ -1,0 +1,48 @@
+"""The kopf handlers, kept thin: they build the Runtime at start-up, feed it watch events and
+close it at shutdown. Logic lives in engine.py (a grant's reconcile) and scheduler.py (when)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from lucidgrant.config import Settings
+from lucidgrant.grant import GROUP, PLURAL, VERSION
+from lucidgrant.kube import Kube
+from lucidgrant.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Our own events on transitions only; kopf would post one per log line.
+    settings.posting.enabled = False
+    # A watch can go silent without closing (kopf#585): make the server and the client end it.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="lucidgrant.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="lucidgrant.dev")
+    runtime = Runtime(memo.get("settings") or Settings.from_env(), await Kube.connect())
+    await runtime.start()
+    memo["runtime"] = runtime
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    runtime: Runtime | None = memo.get("runtime")
+    if runtime is not None:
+        await runtime.stop()
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def grant_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    memo["runtime"].on_grant(event.get("type") or "ADDED", dict(event["object"]))
+
+
+@kopf.on.event("", "v1", "secrets")
+def secret_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    memo["runtime"].on_secret(event.get("type") or "ADDED", dict(event["object"]))

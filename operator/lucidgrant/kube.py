@@ -1,0 +1,116 @@
+"""A thin JSON client for the few Kubernetes calls the operator makes itself, on the
+`kubernetes.aio` ApiClient (configuration, auth, connection pool) without model objects:
+raw dicts are what the store and status code work with, and they are cheaper at scale.
+
+Errors become `KubeError` with the HTTP status and the Status reason only: response bodies of
+Secret calls hold tokens and must never reach an exception text."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from kubernetes.aio import client as kclient
+from kubernetes.aio import config as kconfig
+
+from lucidgrant.grant import GROUP, PLURAL, VERSION
+
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+
+class KubeError(Exception):
+    def __init__(self, method: str, path: str, status: int, reason: str) -> None:
+        super().__init__(f"{method} {path}: HTTP {status} {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class Conflict(KubeError):
+    """409: a stale resourceVersion or an object that already exists."""
+
+
+class NotFound(KubeError):
+    """404."""
+
+
+def _error(method: str, path: str, status: int, body: bytes) -> KubeError:
+    try:
+        reason = str(json.loads(body).get("reason") or "")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        reason = ""
+    cls = Conflict if status == 409 else NotFound if status == 404 else KubeError
+    return cls(method, path, status, reason or "Error")
+
+
+def secret_path(namespace: str, name: str | None = None) -> str:
+    base = f"/api/v1/namespaces/{quote(namespace)}/secrets"
+    return base if name is None else f"{base}/{quote(name)}"
+
+
+def grant_path(namespace: str, name: str, subresource: str = "") -> str:
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}/{quote(name)}"
+    return f"{path}/{subresource}" if subresource else path
+
+
+class Kube:
+    def __init__(self, api: kclient.ApiClient) -> None:
+        self.api = api
+
+    @classmethod
+    async def connect(cls) -> Kube:
+        """In-cluster config in a pod, KUBECONFIG (or ~/.kube/config) elsewhere."""
+        configuration = kclient.Configuration()
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            kconfig.load_incluster_config(client_configuration=configuration)
+        else:
+            await kconfig.load_kube_config(client_configuration=configuration)
+        return cls(kclient.ApiClient(configuration))
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        content_type: str = "application/json",
+        query: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        _, url, headers, _, _ = await self.api.param_serialize(
+            method, path, header_params=headers, auth_settings=["BearerToken"]
+        )
+        if query:
+            url += "?" + urlencode(query)
+        # The REST layer serializes `body` itself (json.dumps for every JSON content type).
+        response = await self.api.call_api(method, url, header_params=headers, body=body)
+        data: bytes = await response.read()
+        if response.status >= 300:
+            raise _error(method, path, response.status, data)
+        result = json.loads(data) if data else {}
+        return result if isinstance(result, dict) else {}
+
+    async def get(self, path: str) -> dict[str, Any] | None:
+        try:
+            return await self.request("GET", path)
+        except NotFound:
+            return None
+
+    async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self.request("POST", path, body)
+
+    async def patch(
+        self, path: str, patch: Any, *, content_type: str = MERGE_PATCH
+    ) -> dict[str, Any]:
+        return await self.request("PATCH", path, patch, content_type=content_type)
+
+    async def delete(self, path: str) -> None:
+        try:
+            await self.request("DELETE", path)
+        except NotFound:
+            pass

@@ -1,0 +1,277 @@
+"""The Lucid OAuth client: token exchange, refresh, introspection and revocation over HTTP, and
+the classification of every failure into what the operator should do about it.
+
+No exception raised here carries a token, a client secret or a response body: bodies may echo
+what was sent, and exception texts end up in logs."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+
+from lucidgrant.schedule import parse_retry_after
+
+DEFAULT_API_URL = "https://api.lucid.co"
+DEFAULT_APP_URL = "https://lucid.app"
+
+Endpoint = Literal["token_refresh", "token_code", "introspect", "revoke"]
+
+
+class LucidError(Exception):
+    """Base of every failure talking to Lucid; `reason` is a short fixed word (metric-safe)."""
+
+    reason = "error"
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class TransientError(LucidError):
+    """Timeouts, connection errors, 5xx, 429, HTML or malformed bodies: retry later."""
+
+    reason = "transient_error"
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+
+
+class InvalidGrant(LucidError):
+    """Lucid refused the refresh token or code (expired, revoked, rotated away, or flaky)."""
+
+    reason = "invalid_grant"
+
+
+class ClientRejected(LucidError):
+    """Lucid refused the client credentials (wrong secret, or an admin disabled the client)."""
+
+    reason = "client_error"
+
+
+class ScopesRejected(LucidError):
+    reason = "invalid_scopes"
+
+
+@dataclass(frozen=True)
+class TokenSet:
+    """One answer of the token endpoint. `issued_at` is our clock when the request was sent,
+    so expiries are computed from `expires_in` and immune to clock skew with Lucid."""
+
+    access_token: str
+    refresh_token: str
+    token_type: str
+    expires_in: float
+    scopes: tuple[str, ...]
+    issued_at: float
+    user_id: str | None = None
+    account_id: str | None = None
+
+    @property
+    def access_expires_at(self) -> float:
+        return self.issued_at + self.expires_in
+
+    def __repr__(self) -> str:  # never print tokens, even in a debugger or a traceback
+        return f"TokenSet(expires_in={self.expires_in}, scopes={self.scopes})"
+
+
+@dataclass(frozen=True)
+class Introspection:
+    active: bool
+    expires_at: float | None = None
+    scopes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClientCredentials:
+    client_id: str
+    client_secret: str
+
+    def __repr__(self) -> str:
+        return "ClientCredentials(<redacted>)"
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any] | None:
+    try:
+        body = json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def classify_error(response: httpx.Response, now: float) -> LucidError:
+    """Turn a non-2xx answer into the exception that says what to do."""
+    status = response.status_code
+    if status == 429 or status >= 500:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), now)
+        return TransientError(
+            f"Lucid answered HTTP {status}", status=status, retry_after=retry_after
+        )
+    body = _json_object(response)
+    error = body.get("error") if body else None
+    if error == "invalid_grant":
+        return InvalidGrant("Lucid answered invalid_grant", status=status)
+    if error == "invalid_client" or status in (401, 403):
+        return ClientRejected(
+            f"Lucid rejected the client credentials (HTTP {status})", status=status
+        )
+    if error == "invalid_scopes":
+        return ScopesRejected("Lucid answered invalid_scopes", status=status)
+    # An unexpected 4xx (often an HTML page from a proxy) is not evidence about the grant.
+    return TransientError(f"Lucid answered HTTP {status} with no known error", status=status)
+
+
+def parse_token_response(body: Any, issued_at: float) -> TokenSet:
+    """Validate a token endpoint answer; a missing or mistyped field is a malformed answer."""
+    if not isinstance(body, dict):
+        raise TransientError("Lucid answered with a body that is not a JSON object")
+    access = body.get("access_token")
+    refresh = body.get("refresh_token")
+    expires_in = body.get("expires_in")
+    scopes = body.get("scopes", [])
+    if isinstance(scopes, str):
+        scopes = scopes.split()
+    if not (
+        isinstance(access, str)
+        and access
+        and isinstance(refresh, str)
+        and refresh
+        and isinstance(expires_in, int | float)
+        and not isinstance(expires_in, bool)
+        and expires_in > 0
+        and isinstance(scopes, list)
+        and all(isinstance(s, str) for s in scopes)
+    ):
+        raise TransientError("Lucid's token answer lacks a valid field")
+    user_id = body.get("user_id")
+    account_id = body.get("account_id")
+    return TokenSet(
+        access_token=access,
+        refresh_token=refresh,
+        token_type=str(body.get("token_type") or "bearer"),
+        expires_in=float(expires_in),
+        scopes=tuple(scopes),
+        issued_at=issued_at,
+        user_id=None if user_id is None else str(user_id),
+        account_id=None if account_id is None else str(account_id),
+    )
+
+
+class LucidClient:
+    """Calls Lucid's OAuth endpoints. `observe` is called once per HTTP exchange with the
+    endpoint, the HTTP status (0 when no answer came) and the seconds it took (for metrics)."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        api_url: str = DEFAULT_API_URL,
+        observe: Any = None,
+    ) -> None:
+        self._http = http
+        self._api = api_url.rstrip("/")
+        self._observe = observe
+
+    async def _post(
+        self, endpoint: Endpoint, path: str, *, json_body: Any = None, form: Any = None
+    ) -> tuple[httpx.Response, float]:
+        started = time.time()
+        t0 = time.perf_counter()
+        try:
+            response = await self._http.post(f"{self._api}{path}", json=json_body, data=form)
+        except httpx.TimeoutException as exc:  # before HTTPError: it is one
+            self._record(endpoint, 0, t0)
+            raise TransientError(f"timed out waiting for Lucid ({type(exc).__name__})") from None
+        except httpx.HTTPError as exc:
+            self._record(endpoint, 0, t0)
+            raise TransientError(f"could not reach Lucid ({type(exc).__name__})") from None
+        self._record(endpoint, response.status_code, t0)
+        return response, started
+
+    def _record(self, endpoint: Endpoint, status: int, t0: float) -> None:
+        if self._observe is not None:
+            self._observe(endpoint, status, time.perf_counter() - t0)
+
+    async def _token(self, endpoint: Endpoint, body: dict[str, str]) -> TokenSet:
+        response, started = await self._post(endpoint, "/oauth2/token", json_body=body)
+        if response.status_code >= 300:
+            raise classify_error(response, time.time())
+        parsed = _json_object(response)
+        if parsed is None:
+            raise TransientError(
+                "Lucid answered with a body that is not JSON", status=response.status_code
+            )
+        return parse_token_response(parsed, started)
+
+    async def refresh(self, client: ClientCredentials, refresh_token: str) -> TokenSet:
+        return await self._token(
+            "token_refresh",
+            {
+                "refresh_token": refresh_token,
+                "client_id": client.client_id,
+                "client_secret": client.client_secret,
+                "grant_type": "refresh_token",
+            },
+        )
+
+    async def exchange_code(
+        self, client: ClientCredentials, code: str, redirect_uri: str
+    ) -> TokenSet:
+        return await self._token(
+            "token_code",
+            {
+                "code": code,
+                "client_id": client.client_id,
+                "client_secret": client.client_secret,
+                "grant_type": "authorization_code",
+                "redirect_uri": redirect_uri,
+            },
+        )
+
+    async def introspect(self, client: ClientCredentials, token: str) -> Introspection:
+        response, started = await self._post(
+            "introspect",
+            "/oauth2/token/introspect",
+            form={
+                "client_id": client.client_id,
+                "client_secret": client.client_secret,
+                "token": token,
+            },
+        )
+        if response.status_code >= 300:
+            raise classify_error(response, time.time())
+        body = _json_object(response)
+        if body is None or not isinstance(body.get("active"), bool):
+            raise TransientError("Lucid's introspection answer is malformed")
+        if not body["active"]:
+            return Introspection(active=False)
+        expires_in = body.get("expires_in")
+        expires_at = (
+            started + float(expires_in)
+            if isinstance(expires_in, int | float) and not isinstance(expires_in, bool)
+            else None
+        )
+        scope = body.get("scope")
+        return Introspection(
+            active=True,
+            expires_at=expires_at,
+            scopes=tuple(scope.split()) if isinstance(scope, str) else (),
+        )
+
+    async def revoke(self, client: ClientCredentials, token: str) -> None:
+        response, _ = await self._post(
+            "revoke",
+            "/oauth2/token/revoke",
+            form={
+                "client_id": client.client_id,
+                "client_secret": client.client_secret,
+                "token": token,
+            },
+        )
+        if response.status_code >= 300:
+            raise classify_error(response, time.time())

@@ -1,0 +1,111 @@
+"""Everything one operator process holds: clients, cache, engine, scheduler and web server,
+built at start-up and closed at shutdown. The kopf handlers only feed it events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from typing import Any
+
+import httpx
+from aiohttp import web
+
+from lucidgrant.cache import Cache, key_of
+from lucidgrant.config import Settings
+from lucidgrant.engine import Engine
+from lucidgrant.grant import GrantSpec
+from lucidgrant.kube import Kube
+from lucidgrant.lucid import LucidClient
+from lucidgrant.metrics import Metrics
+from lucidgrant.scheduler import Scheduler
+from lucidgrant.status import READY, REAUTH, condition_of
+from lucidgrant.web import make_app
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(self, settings: Settings, kube: Kube) -> None:
+        self.settings = settings
+        self.kube = kube
+        self.metrics = Metrics()
+        self.cache = Cache()
+        self.http = httpx.AsyncClient(
+            timeout=settings.lucid_timeout,
+            limits=httpx.Limits(max_connections=settings.concurrency),
+            headers={"User-Agent": "lucidgrant"},
+        )
+        self.lucid = LucidClient(
+            self.http, settings.lucid_api_url, observe=self.metrics.observe_lucid
+        )
+        self.engine = Engine(kube, self.lucid, self.cache, self.metrics, holder=settings.identity)
+        self.scheduler = Scheduler(self.engine.reconcile, concurrency=settings.concurrency)
+        self.started = False
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._web: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        self._web = web.AppRunner(make_app(self), access_log=None)
+        await self._web.setup()
+        await web.TCPSite(self._web, self.settings.http_host, self.settings.http_port).start()
+        self._tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
+        self.started = True
+        log.info("lucidgrant started as %s", self.settings.identity)
+
+    async def stop(self) -> None:
+        left = await self.scheduler.stop(self.settings.shutdown_grace)
+        if left:
+            log.error("%d reconciles still running at shutdown", left)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._web is not None:
+            await self._web.cleanup()
+        await self.http.aclose()
+        await self.kube.close()
+
+    # -- fed by the kopf handlers ------------------------------------------------------------
+
+    def on_grant(self, event_type: str, body: dict[str, Any]) -> None:
+        key = key_of(body)
+        if event_type == "DELETED":
+            self.cache.forget_grant(key)
+            self.scheduler.forget(key)
+            self.metrics.forget_grant(*key)
+            return
+        self.cache.observe_grant(body)
+        self.scheduler.wake(key)
+
+    def on_secret(self, event_type: str, body: dict[str, Any]) -> None:
+        if self.cache.observe_secret(body, deleted=event_type == "DELETED"):
+            for key in self.cache.grants_of_secret(body):
+                if key in self.cache.grants:
+                    self.scheduler.wake(key)
+
+    # -- health and gauges ----------------------------------------------------------------------
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds since the scheduler last finished anything, if work is overdue; else 0."""
+        overdue = [at for at in (self.scheduler.due_at(k) for k in self.cache.grants) if at]
+        if not overdue or min(overdue) > now - 1.0:
+            return 0.0
+        return now - self.scheduler.last_progress
+
+    def refresh_grant_counts(self) -> None:
+        counts: Counter[str] = Counter()
+        for record in self.cache.grants.values():
+            status = record.body.get("status") or {}
+            spec = record.spec()
+            if not isinstance(spec, GrantSpec):
+                counts["invalid"] += 1
+            elif spec.suspend:
+                counts["suspended"] += 1
+            elif (condition_of(status, REAUTH) or {}).get("status") == "True":
+                counts["reauthorization_required"] += 1
+            elif (condition_of(status, READY) or {}).get("status") == "True":
+                counts["ready"] += 1
+            else:
+                counts["not_ready"] += 1
+        for state in ("ready", "not_ready", "reauthorization_required", "suspended", "invalid"):
+            self.metrics.grants.labels(state).set(counts[state])

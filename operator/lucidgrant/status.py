@@ -1,0 +1,166 @@
+"""Status and conditions: what a LucidGrant's status should say, and the smallest merge patch
+that makes it say so (None when nothing changed, so routine work writes nothing extra)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+READY = "Ready"
+REAUTH = "ReauthorizationRequired"
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: bool
+    reason: str
+    message: str
+
+
+def merge_conditions(
+    current: list[Mapping[str, Any]], desired: list[Condition], generation: int, now: str
+) -> list[dict[str, Any]]:
+    """Conditions in the metav1.Condition shape; lastTransitionTime moves only when the status
+    flips, as Kubernetes conventions ask."""
+    by_type = {c.get("type"): c for c in current}
+    result = []
+    for cond in desired:
+        status = "True" if cond.status else "False"
+        old = by_type.get(cond.type)
+        since = old.get("lastTransitionTime") if old and old.get("status") == status else None
+        result.append(
+            {
+                "type": cond.type,
+                "status": status,
+                "reason": cond.reason,
+                "message": cond.message,
+                "lastTransitionTime": since or now,
+                "observedGeneration": generation,
+            }
+        )
+    return result
+
+
+def condition_of(status: Mapping[str, Any] | None, type_: str) -> Mapping[str, Any] | None:
+    for cond in (status or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return dict(cond)
+    return None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one reconcile of a grant found, for status, metrics and events.
+
+    `problem` is why the grant is not (or soon not) fine, as (reason, message); `reauth` is set
+    when only a person can help. Reasons are fixed CamelCase words."""
+
+    access_expires_at: float | None = None
+    refresh_expires_at: float | None = None
+    refresh_expiry_source: str | None = None
+    last_refresh_at: float | None = None
+    scopes: tuple[str, ...] = ()
+    user_id: str | None = None
+    account_id: str | None = None
+    consumer_written: bool = False
+    problem: tuple[str, str] | None = None
+    reauth: tuple[str, str] | None = None
+    next_refresh_at: float | None = None
+    failures: int = 0
+    suspended: bool = False
+    authorization_url: str | None = None
+
+    def ready(self, now: float) -> bool:
+        return (
+            not self.suspended
+            and self.consumer_written
+            and self.access_expires_at is not None
+            and self.access_expires_at > now
+        )
+
+
+def conditions_for(outcome: Outcome, now: float, stamp: Any) -> list[Condition]:
+    """Ready says whether pods have a live token now; ReauthorizationRequired whether a person
+    must act. A provider outage makes Ready false once the token expires, never Reauth true."""
+    if outcome.ready(now):
+        until = stamp(outcome.access_expires_at)
+        message = f"The Secret holds an access token valid until {until}."
+        if outcome.problem:
+            message += f" Refreshing fails ({outcome.problem[0]}): {outcome.problem[1]}"
+        ready = Condition(READY, True, "Refreshed", message)
+    elif outcome.suspended:
+        ready = Condition(READY, False, "Suspended", "spec.suspend is true: no refreshes.")
+    elif outcome.problem:
+        ready = Condition(READY, False, outcome.problem[0], outcome.problem[1])
+    elif outcome.reauth:
+        ready = Condition(READY, False, outcome.reauth[0], outcome.reauth[1])
+    else:
+        ready = Condition(
+            READY, False, "AccessTokenExpired", "The access token expired; a refresh is due."
+        )
+    if outcome.reauth:
+        reauth = Condition(REAUTH, True, outcome.reauth[0], outcome.reauth[1])
+    else:
+        reauth = Condition(REAUTH, False, "Authorized", "The grant is authorized.")
+    return [ready, reauth]
+
+
+def desired_status(
+    outcome: Outcome,
+    current: Mapping[str, Any] | None,
+    generation: int,
+    now: float,
+    stamp: Any,
+) -> dict[str, Any]:
+    """The whole operator-owned status for an outcome; `stamp` formats a Unix time as RFC 3339."""
+
+    def ts(value: float | None) -> str | None:
+        return None if value is None else stamp(value)
+
+    conditions = merge_conditions(
+        list((current or {}).get("conditions") or []),
+        conditions_for(outcome, now, stamp),
+        generation,
+        stamp(now),
+    )
+    return {
+        "observedGeneration": generation,
+        "conditions": conditions,
+        "accessTokenExpiresAt": ts(outcome.access_expires_at),
+        "refreshTokenExpiresAt": ts(outcome.refresh_expires_at),
+        "refreshTokenExpirySource": outcome.refresh_expiry_source,
+        "lastRefreshTime": ts(outcome.last_refresh_at),
+        "nextRefreshTime": ts(outcome.next_refresh_at),
+        "grantedScopes": list(outcome.scopes) or None,
+        "lucidUserId": outcome.user_id,
+        "lucidAccountId": outcome.account_id,
+        "consecutiveFailures": outcome.failures,
+        "authorizationURL": outcome.authorization_url if outcome.reauth else None,
+    }
+
+
+def _without_times(conditions: Any) -> list[dict[str, Any]]:
+    return [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in conditions or []]
+
+
+def _same_conditions(a: Any, b: Any) -> bool:
+    return _without_times(a) == _without_times(b)
+
+
+def status_diff(
+    current: Mapping[str, Any] | None, desired: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The merge patch that turns `current` into `desired`; a None value deletes the field."""
+    current = current or {}
+    patch: dict[str, Any] = {}
+    for key, value in desired.items():
+        if key == "conditions":
+            if not _same_conditions(current.get(key), value):
+                patch[key] = value
+        elif current.get(key) != value:
+            if value is None and key not in current:
+                continue
+            patch[key] = value
+    return patch or None

@@ -1,0 +1,361 @@
+"""Where tokens are stored: the operator-owned state Secret (the refresh token, the only copy
+that matters) and the consumer Secret that pods mount (the access token).
+
+The state Secret also carries the single-flight lock (annotations written with compare-and-swap
+on resourceVersion), so that at most one process refreshes a grant at any moment, and the
+non-secret facts about the grant (expiries, scopes, whether it is dead) so that a restarted
+operator knows everything without calling Lucid."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from lucidgrant.grant import API_VERSION, KIND, ConsumerSecret
+from lucidgrant.kube import Conflict, Kube, KubeError, NotFound, secret_path
+from lucidgrant.lucid import TokenSet
+
+log = logging.getLogger(__name__)
+
+STATE_SUFFIX = "-lucidgrant-state"
+LABEL_ROLE = "lucidgrant.dev/role"
+LABEL_GRANT = "lucidgrant.dev/grant"
+ROLE_STATE = "state"
+ROLE_ACCESS_TOKEN = "access-token"
+_A = "lucidgrant.dev/"
+ANN_LOCK_HOLDER = _A + "lock-holder"
+ANN_LOCK_UNTIL = _A + "lock-until"
+ANN_ACCESS_EXPIRES = _A + "access-expires-at"
+ANN_ACCESS_LIFETIME = _A + "access-lifetime"
+ANN_REFRESH_EXPIRES = _A + "refresh-expires-at"
+ANN_REFRESH_SOURCE = _A + "refresh-expiry-source"
+ANN_SCOPES = _A + "scopes"
+ANN_USER_ID = _A + "user-id"
+ANN_ACCOUNT_ID = _A + "account-id"
+ANN_TOKEN_TYPE = _A + "token-type"
+ANN_BOOTSTRAP = _A + "bootstrap-digest"
+ANN_DEAD = _A + "reauthorization-reason"
+ANN_LAST_REFRESH = _A + "last-refresh"
+ANN_CONSUMER = _A + "consumer-secret"
+KEY_REFRESH = "refresh_token"
+KEY_ACCESS = "access_token"
+
+# Refresh tokens live 180 days from their creation (Lucid's documented lifetime).
+REFRESH_TOKEN_LIFETIME = 180 * 86400.0
+LOCK_TTL = 60.0
+
+
+def state_secret_name(grant_name: str) -> str:
+    return f"{grant_name}{STATE_SUFFIX}"
+
+
+def digest(value: str) -> str:
+    """A one-way fingerprint, to recognise a bootstrap value already consumed without keeping it."""
+    return hashlib.sha256(value.encode()).hexdigest()[:32]
+
+
+def b64(value: str) -> str:
+    return base64.b64encode(value.encode()).decode()
+
+
+def unb64(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return base64.b64decode(value, validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def secret_value(secret: Mapping[str, Any] | None, key: str) -> str | None:
+    if not secret:
+        return None
+    return unb64((secret.get("data") or {}).get(key))
+
+
+def rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def owner_reference(grant: Mapping[str, Any]) -> dict[str, Any]:
+    meta = grant["metadata"]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+@dataclass(frozen=True)
+class GrantState:
+    """The state Secret, parsed. Absent fields are None."""
+
+    resource_version: str
+    refresh_token: str | None = None
+    access_token: str | None = None
+    token_type: str = "bearer"
+    access_expires_at: float | None = None
+    access_lifetime: float | None = None
+    refresh_expires_at: float | None = None
+    refresh_expiry_source: str = "Issued"
+    scopes: tuple[str, ...] = ()
+    user_id: str | None = None
+    account_id: str | None = None
+    bootstrap_digest: str | None = None
+    dead_reason: str | None = None
+    last_refresh_at: float | None = None
+    lock_holder: str | None = None
+    lock_until: float | None = None
+    consumer_name: str | None = None
+
+    def __repr__(self) -> str:
+        return f"GrantState(rv={self.resource_version}, dead={self.dead_reason})"
+
+    def locked_by_other(self, holder: str, now: float) -> bool:
+        return bool(
+            self.lock_holder
+            and self.lock_holder != holder
+            and self.lock_until is not None
+            and self.lock_until > now
+        )
+
+
+def parse_state(secret: Mapping[str, Any]) -> GrantState:
+    meta = secret.get("metadata") or {}
+    ann: Mapping[str, str] = meta.get("annotations") or {}
+    return GrantState(
+        resource_version=str(meta.get("resourceVersion", "")),
+        refresh_token=secret_value(secret, KEY_REFRESH),
+        access_token=secret_value(secret, KEY_ACCESS),
+        token_type=ann.get(ANN_TOKEN_TYPE, "bearer"),
+        access_expires_at=_float(ann.get(ANN_ACCESS_EXPIRES)),
+        access_lifetime=_float(ann.get(ANN_ACCESS_LIFETIME)),
+        refresh_expires_at=_float(ann.get(ANN_REFRESH_EXPIRES)),
+        refresh_expiry_source=ann.get(ANN_REFRESH_SOURCE, "Issued"),
+        scopes=tuple(ann.get(ANN_SCOPES, "").split()),
+        user_id=ann.get(ANN_USER_ID) or None,
+        account_id=ann.get(ANN_ACCOUNT_ID) or None,
+        bootstrap_digest=ann.get(ANN_BOOTSTRAP) or None,
+        dead_reason=ann.get(ANN_DEAD) or None,
+        last_refresh_at=_float(ann.get(ANN_LAST_REFRESH)),
+        lock_holder=ann.get(ANN_LOCK_HOLDER) or None,
+        lock_until=_float(ann.get(ANN_LOCK_UNTIL)),
+        consumer_name=ann.get(ANN_CONSUMER) or None,
+    )
+
+
+def token_annotations(
+    tokens: TokenSet, refresh_expires_at: float, refresh_source: str
+) -> dict[str, str | None]:
+    """The non-secret facts of a rotation, for the state Secret's annotations."""
+    return {
+        ANN_ACCESS_EXPIRES: f"{tokens.access_expires_at:.3f}",
+        ANN_ACCESS_LIFETIME: f"{tokens.expires_in:.3f}",
+        ANN_REFRESH_EXPIRES: f"{refresh_expires_at:.3f}",
+        ANN_REFRESH_SOURCE: refresh_source,
+        ANN_SCOPES: " ".join(tokens.scopes),
+        ANN_USER_ID: tokens.user_id,
+        ANN_ACCOUNT_ID: tokens.account_id,
+        ANN_TOKEN_TYPE: tokens.token_type,
+        ANN_LAST_REFRESH: f"{tokens.issued_at:.3f}",
+        ANN_DEAD: None,
+    }
+
+
+class LockBusy(Exception):
+    """Another process holds the grant's refresh lock; `until` is when it expires."""
+
+    def __init__(self, until: float) -> None:
+        super().__init__("another process is refreshing this grant")
+        self.until = until
+
+
+class StateStore:
+    """Reads and writes state Secrets. Every write is a merge patch carrying the resourceVersion
+    it was based on, so that a concurrent writer shows up as a 409 instead of a lost update."""
+
+    def __init__(self, kube: Kube, holder: str) -> None:
+        self.kube = kube
+        self.holder = holder
+
+    async def read(self, namespace: str, grant_name: str) -> dict[str, Any] | None:
+        return await self.kube.get(secret_path(namespace, state_secret_name(grant_name)))
+
+    async def create(self, grant: Mapping[str, Any]) -> dict[str, Any]:
+        meta = grant["metadata"]
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {
+                "name": state_secret_name(meta["name"]),
+                "namespace": meta["namespace"],
+                "labels": {LABEL_ROLE: ROLE_STATE, LABEL_GRANT: meta["name"]},
+                "ownerReferences": [owner_reference(grant)],
+            },
+            "data": {},
+        }
+        try:
+            return await self.kube.create(secret_path(meta["namespace"]), body)
+        except Conflict:
+            secret = await self.read(meta["namespace"], meta["name"])
+            if secret is None:
+                raise
+            return secret
+
+    async def _patch(
+        self, namespace: str, grant_name: str, rv: str | None, patch: dict[str, Any]
+    ) -> dict[str, Any]:
+        if rv is not None:
+            patch.setdefault("metadata", {})["resourceVersion"] = rv
+        return await self.kube.patch(secret_path(namespace, state_secret_name(grant_name)), patch)
+
+    async def acquire_lock(
+        self, namespace: str, grant_name: str, state: GrantState, now: float
+    ) -> dict[str, Any]:
+        """Take the refresh lock with compare-and-swap; raise LockBusy or Conflict."""
+        if state.locked_by_other(self.holder, now):
+            raise LockBusy(state.lock_until or now)
+        patch = {
+            "metadata": {
+                "annotations": {
+                    ANN_LOCK_HOLDER: self.holder,
+                    ANN_LOCK_UNTIL: f"{now + LOCK_TTL:.3f}",
+                }
+            }
+        }
+        return await self._patch(namespace, grant_name, state.resource_version, patch)
+
+    async def release_lock(
+        self, namespace: str, grant_name: str, rv: str, extra: Mapping[str, str | None] = {}
+    ) -> dict[str, Any] | None:
+        """Drop the lock (and write `extra` annotations). A conflict means someone else moved
+        on; the lock then expires by itself."""
+        ann: dict[str, str | None] = {ANN_LOCK_HOLDER: None, ANN_LOCK_UNTIL: None, **extra}
+        try:
+            return await self._patch(namespace, grant_name, rv, {"metadata": {"annotations": ann}})
+        except (Conflict, NotFound):
+            return None
+
+    async def save_rotation(
+        self,
+        namespace: str,
+        grant_name: str,
+        rv: str,
+        tokens: TokenSet,
+        annotations: Mapping[str, str | None],
+        *,
+        retry_delay: float = 0.5,
+    ) -> dict[str, Any]:
+        """Store a rotated refresh token; the first duty after Lucid answers. The answer
+        holds the only live refresh token, so this retries until it succeeds, and on a
+        conflict it re-reads and writes again: a newer token cannot exist elsewhere, since
+        the refresh that produced ours invalidated the one anybody else could have used."""
+        ann = {**annotations, ANN_LOCK_HOLDER: None, ANN_LOCK_UNTIL: None}
+        data = {KEY_REFRESH: b64(tokens.refresh_token), KEY_ACCESS: b64(tokens.access_token)}
+        attempt = 0
+        base_rv: str | None = rv
+        while True:
+            attempt += 1
+            try:
+                return await self._patch(
+                    namespace, grant_name, base_rv, {"metadata": {"annotations": ann}, "data": data}
+                )
+            except Conflict:
+                base_rv = None  # ours is the newest: write unconditionally
+            except (TimeoutError, KubeError, OSError) as exc:
+                log.error(
+                    "storing the rotated refresh token of %s/%s failed (attempt %d): %s; retrying",
+                    namespace,
+                    grant_name,
+                    attempt,
+                    type(exc).__name__ if not isinstance(exc, KubeError) else exc,
+                )
+                await asyncio.sleep(min(retry_delay * attempt, 5.0))
+
+    async def annotate(
+        self, namespace: str, grant_name: str, rv: str | None, annotations: Mapping[str, str | None]
+    ) -> dict[str, Any]:
+        return await self._patch(
+            namespace, grant_name, rv, {"metadata": {"annotations": dict(annotations)}}
+        )
+
+
+def consumer_conflict(secret: Mapping[str, Any], grant_uid: str) -> str | None:
+    """Why the operator must not write into an existing Secret, or None if it may: state
+    Secrets, and Secrets that another grant or another controller owns, are off limits."""
+    meta = secret.get("metadata") or {}
+    if (meta.get("labels") or {}).get(LABEL_ROLE) == ROLE_STATE:
+        return "it is a lucidgrant state Secret"
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("uid") == grant_uid:
+            continue
+        if ref.get("kind") == KIND or ref.get("controller"):
+            return f"it is owned by {ref.get('kind')} {ref.get('name')}"
+    return None
+
+
+def consumer_data(
+    consumer: ConsumerSecret, access_token: str, expires_at: float, token_type: str
+) -> dict[str, str]:
+    data = {
+        consumer.access_token_key: b64(access_token),
+        consumer.expires_at_key: b64(rfc3339(expires_at)),
+        consumer.token_type_key: b64(token_type),
+    }
+    if consumer.authorization_key:
+        data[consumer.authorization_key] = b64(f"Bearer {access_token}")
+    return data
+
+
+async def write_consumer(
+    kube: Kube,
+    grant: Mapping[str, Any],
+    consumer: ConsumerSecret,
+    existing: Mapping[str, Any] | None,
+    data: dict[str, str],
+) -> dict[str, Any]:
+    """Write the access token into the consumer Secret: create it (owned by the grant) if
+    absent, otherwise merge only our keys so that every other key is kept."""
+    meta = grant["metadata"]
+    namespace = meta["namespace"]
+    labels = {**consumer.labels, LABEL_GRANT: meta["name"], LABEL_ROLE: ROLE_ACCESS_TOKEN}
+    if existing is None:
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {
+                "name": consumer.name,
+                "namespace": namespace,
+                "labels": labels,
+                "annotations": dict(consumer.annotations),
+                "ownerReferences": [owner_reference(grant)],
+            },
+            "data": data,
+        }
+        try:
+            return await kube.create(secret_path(namespace), body)
+        except Conflict:
+            pass  # created meanwhile (by a person or a cache that lagged): merge into it
+    patch = {
+        "metadata": {"labels": labels, "annotations": dict(consumer.annotations)},
+        "data": data,
+    }
+    return await kube.patch(secret_path(namespace, consumer.name), patch)

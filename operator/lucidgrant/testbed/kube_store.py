@@ -1,0 +1,643 @@
+"""The object store behind the emulated API: writes, resource versions, watch fan-out, GC.
+
+Stored objects are never mutated after they are committed: every write builds a fresh dict.
+That lets watch history, list answers and other threads share them without copying.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import copy
+import itertools
+import json
+import re
+import secrets
+import threading
+import uuid
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from lucidgrant.testbed import kube_schema
+from lucidgrant.testbed.kube_errors import (
+    ApiError,
+    Cause,
+    already_exists,
+    bad_request,
+    conflict,
+    invalid,
+    not_found,
+)
+from lucidgrant.testbed.kube_patch import PatchError, json_patch, merge_patch
+from lucidgrant.testbed.kube_select import Matcher
+from lucidgrant.testbed.kube_types import (
+    JSON,
+    ResourceType,
+    builtin_types,
+    crd_problems,
+    crd_status,
+    from_crd,
+)
+
+Key = tuple[str, str]  # (group, plural)
+Ref = tuple[Key, str, str]  # (type key, namespace or "" when cluster-scoped, name)
+Signal = Literal["close", "drop", "initial-end"]
+
+CRD_KEY: Key = ("apiextensions.k8s.io", "customresourcedefinitions")
+NAMESPACES_KEY: Key = ("", "namespaces")
+SECRETS_KEY: Key = ("", "secrets")
+
+MERGE = "application/merge-patch+json"
+STRATEGIC = "application/strategic-merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+# Metadata only the server writes; a client's values are ignored.
+_SERVER_META = (
+    "uid",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "generation",
+    "resourceVersion",
+)
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # the server's generateName suffix alphabet
+_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_CONFIG_KEY_RE = re.compile(r"^[-._a-zA-Z0-9]+$")
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def render(obj: JSON, api_version: str) -> JSON:
+    """The object as seen through one served version (no conversion: same fields)."""
+    return obj if obj.get("apiVersion") == api_version else {**obj, "apiVersion": api_version}
+
+
+class Gone(Exception):
+    """A watch asked to resume from a resourceVersion older than the history holds."""
+
+
+@dataclass(eq=False)
+class WatchEvent:
+    type: str  # ADDED, MODIFIED or DELETED as committed; watchers may see it differently
+    obj: JSON
+    old: JSON | None
+    rv: int
+    _encoded: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def namespace(self) -> str:
+        ns: str = self.obj["metadata"].get("namespace", "")
+        return ns
+
+    def line(self, kind: str, api_version: str) -> bytes:
+        """The event as one line of a watch stream; the object is encoded once per version."""
+        body = self._encoded.get(api_version)
+        if body is None:
+            body = self._encoded[api_version] = dumps(render(self.obj, api_version))
+        return b'{"type":"' + kind.encode() + b'","object":' + body + b"}\n"
+
+
+@dataclass(eq=False)
+class Watcher:
+    key: Key
+    namespace: str | None
+    matcher: Matcher | None
+    queue: asyncio.Queue[tuple[str, WatchEvent] | Signal] = field(default_factory=asyncio.Queue)
+
+    def offer(self, event: WatchEvent) -> None:
+        """Queue the event as this watcher sees it: selectors turn edits into ADDED/DELETED."""
+        if self.namespace is not None and event.namespace != self.namespace:
+            return
+        if self.matcher is None:
+            self.queue.put_nowait((event.type, event))
+            return
+        if event.type == "DELETED":
+            if self.matcher(event.obj):
+                self.queue.put_nowait(("DELETED", event))
+            return
+        now = self.matcher(event.obj)
+        before = event.old is not None and self.matcher(event.old)
+        if now:
+            self.queue.put_nowait(("MODIFIED" if before else "ADDED", event))
+        elif before:
+            self.queue.put_nowait(("DELETED", event))
+
+
+class Store:
+    def __init__(self, history_size: int = 10_000) -> None:
+        self.history_size = history_size
+        self.rv = 0
+        self.types: dict[Key, ResourceType] = {}
+        self._objects: dict[Key, dict[str, dict[str, JSON]]] = {}
+        self._history: dict[Key, deque[WatchEvent]] = {}
+        self._compacted: dict[Key, int] = {}  # the newest rv that fell out of the history
+        self._watchers: dict[Key, set[Watcher]] = {}
+        self._uids: dict[str, Ref] = {}
+        self._dependents: dict[str, set[Ref]] = {}  # owner uid -> objects naming it as owner
+        # Held while the structure changes so that other threads can read a consistent view.
+        self.lock = threading.RLock()
+        for rt in builtin_types():
+            self.register(rt)
+
+    # --- types ---------------------------------------------------------------------------
+
+    def register(self, rt: ResourceType) -> None:
+        self.types[rt.key] = rt
+        self._objects.setdefault(rt.key, {})
+        self._history.setdefault(rt.key, deque(maxlen=self.history_size))
+        self._compacted.setdefault(rt.key, 0)
+        self._watchers.setdefault(rt.key, set())
+
+    def resolve(self, group: str, version: str, plural: str) -> ResourceType | None:
+        rt = self.types.get((group, plural))
+        return rt if rt is not None and version in rt.versions else None
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def find(self, rt: ResourceType, namespace: str, name: str) -> JSON | None:
+        return self._objects[rt.key].get(namespace, {}).get(name)
+
+    def get(self, rt: ResourceType, namespace: str, name: str) -> JSON:
+        obj = self.find(rt, namespace, name)
+        if obj is None:
+            raise not_found(rt.plural, rt.group, name)
+        return obj
+
+    def items(self, rt: ResourceType, namespace: str | None) -> Iterator[JSON]:
+        """Objects in key order (namespace, name), as etcd lists them."""
+        buckets = self._objects.get(rt.key, {})
+        namespaces = sorted(buckets) if namespace is None else [namespace]
+        for ns in namespaces:
+            bucket = buckets.get(ns, {})
+            for name in sorted(bucket):
+                yield bucket[name]
+
+    # --- writes --------------------------------------------------------------------------
+
+    def create(self, rt: ResourceType, namespace: str, body: Any, version: str) -> JSON:
+        obj = self._incoming(rt, body, version)
+        meta = obj["metadata"]
+        self._check_namespace(rt, namespace, meta)
+        name = meta.get("name") or ""
+        if not name:
+            prefix = meta.get("generateName")
+            if not prefix:
+                cause = Cause(
+                    "metadata.name",
+                    "Required value: name or generateName is required",
+                    "FieldValueRequired",
+                )
+                raise invalid(rt.kind, rt.group, "", [cause])
+            name = self._generate_name(rt, namespace, str(prefix))
+            meta["name"] = name
+        if self.find(rt, namespace, name) is not None:
+            raise already_exists(rt.plural, rt.group, name)
+        for key in _SERVER_META:
+            meta.pop(key, None)
+        meta["uid"] = str(uuid.uuid4())
+        meta["creationTimestamp"] = now_rfc3339()
+        if rt.generation:
+            meta["generation"] = 1
+        if rt.status_subresource and rt.key != NAMESPACES_KEY:
+            obj.pop("status", None)  # the server drops status on create when it is a subresource
+        self._admit(rt, obj, None, version)
+        return self._commit(rt, namespace, name, obj, "ADDED", None)
+
+    def update(
+        self,
+        rt: ResourceType,
+        namespace: str,
+        name: str,
+        body: Any,
+        version: str,
+        subresource: str,
+    ) -> JSON:
+        old = self.get(rt, namespace, name)
+        obj = self._incoming(rt, body, version)
+        given = obj["metadata"].get("name")
+        if given and given != name:
+            raise bad_request(
+                f"the name of the object ({given}) does not match the name on the URL ({name})"
+            )
+        self._check_version(rt, obj, old)
+        return self._replace(rt, namespace, name, old, obj, version, subresource)
+
+    def patch(
+        self,
+        rt: ResourceType,
+        namespace: str,
+        name: str,
+        content_type: str,
+        body: Any,
+        version: str,
+        subresource: str,
+    ) -> JSON:
+        old = self.get(rt, namespace, name)
+        base = copy.deepcopy(render(old, rt.api_version(version)))
+        if content_type == MERGE or (content_type == STRATEGIC and not rt.custom):
+            if not isinstance(body, dict):
+                raise bad_request("a merge patch must be a JSON object")
+            patched = merge_patch(base, body)
+        elif content_type == JSON_PATCH:
+            try:
+                patched = json_patch(base, body)
+            except PatchError as e:
+                raise ApiError(422, "Invalid", str(e), name, rt.group, rt.plural) from e
+        else:
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                f"the body of the request was in an unknown format - accepted media types "
+                f"include: {JSON_PATCH}, {MERGE}"
+                + ("" if rt.custom else f", {STRATEGIC}"),
+            )
+        if not isinstance(patched, dict) or not isinstance(patched.get("metadata"), dict):
+            raise ApiError(422, "Invalid", "the patch produced an object without metadata")
+        self._check_version(rt, patched, old)
+        return self._replace(rt, namespace, name, old, patched, version, subresource)
+
+    def delete(
+        self, rt: ResourceType, namespace: str, name: str, options: JSON
+    ) -> tuple[JSON, bool]:
+        """Delete (or start deleting, with finalizers); returns the object and if it is gone."""
+        old = self.get(rt, namespace, name)
+        preconditions = options.get("preconditions") or {}
+        for field_name in ("uid", "resourceVersion"):
+            wanted = preconditions.get(field_name)
+            actual = old["metadata"].get(field_name)
+            if wanted is not None and wanted != actual:
+                raise conflict(
+                    rt.plural,
+                    rt.group,
+                    name,
+                    f"Precondition failed: {field_name} in precondition: {wanted}, "
+                    f"{field_name} in object meta: {actual}",
+                )
+        terminating = rt.key == NAMESPACES_KEY
+        if old["metadata"].get("finalizers") or terminating:
+            if old["metadata"].get("deletionTimestamp"):
+                return old, False
+            obj = copy.deepcopy(old)
+            obj["metadata"]["deletionTimestamp"] = now_rfc3339()
+            obj["metadata"]["deletionGracePeriodSeconds"] = 0
+            if terminating:
+                obj["status"] = {"phase": "Terminating"}
+                asyncio.get_running_loop().call_soon(self._drain_namespace, name)
+            return self._commit(rt, namespace, name, obj, "MODIFIED", old), False
+        orphan = options.get("propagationPolicy") == "Orphan"
+        return self._remove(rt, namespace, name, copy.deepcopy(old), old, orphan=orphan), True
+
+    # --- the write pipeline --------------------------------------------------------------
+
+    def _incoming(self, rt: ResourceType, body: Any, version: str) -> JSON:
+        if not isinstance(body, dict):
+            raise bad_request("the request body must be a JSON object")
+        api_version = rt.api_version(version)
+        for key, expected in (("kind", rt.kind), ("apiVersion", api_version)):
+            if body.get(key) not in (None, "", expected):
+                raise bad_request(
+                    f"the API version in the data ({body.get('apiVersion')}) and kind "
+                    f"({body.get('kind')}) do not match {api_version} {rt.kind}"
+                )
+        obj = copy.deepcopy(body)
+        obj["apiVersion"], obj["kind"] = api_version, rt.kind
+        if not isinstance(obj.get("metadata"), dict):
+            obj["metadata"] = {}
+        return obj
+
+    def _check_namespace(self, rt: ResourceType, namespace: str, meta: JSON) -> None:
+        if not rt.namespaced:
+            meta.pop("namespace", None)
+            return
+        given = meta.get("namespace")
+        if given and given != namespace:
+            raise bad_request(
+                "the namespace of the provided object does not match the namespace sent on "
+                "the request"
+            )
+        meta["namespace"] = namespace
+        ns = self._objects[NAMESPACES_KEY].get("", {}).get(namespace)
+        if ns is None:
+            raise not_found("namespaces", "", namespace)
+        if ns["metadata"].get("deletionTimestamp"):
+            raise ApiError(
+                403,
+                "Forbidden",
+                f"unable to create new content in namespace {namespace} because it is being "
+                "terminated",
+                namespace,
+                "",
+                "namespaces",
+            )
+
+    def _generate_name(self, rt: ResourceType, namespace: str, prefix: str) -> str:
+        while True:
+            name = prefix + "".join(secrets.choice(_NAME_ALPHABET) for _ in range(5))
+            if self.find(rt, namespace, name) is None:
+                return name
+
+    def _check_version(self, rt: ResourceType, obj: JSON, old: JSON) -> None:
+        """Optimistic concurrency: a stale resourceVersion in the write answers 409."""
+        given = (obj.get("metadata") or {}).get("resourceVersion")
+        if given and given != old["metadata"]["resourceVersion"]:
+            raise conflict(rt.plural, rt.group, old["metadata"]["name"])
+
+    def _replace(
+        self,
+        rt: ResourceType,
+        namespace: str,
+        name: str,
+        old: JSON,
+        obj: JSON,
+        version: str,
+        subresource: str,
+    ) -> JSON:
+        if subresource == "status":
+            # Only status may change through the subresource; the rest is the stored object.
+            status = obj.get("status")
+            obj = copy.deepcopy(old)
+            obj["apiVersion"] = rt.api_version(version)
+            if status is None:
+                obj.pop("status", None)
+            else:
+                obj["status"] = status
+        else:
+            if rt.status_subresource:
+                if "status" in old:
+                    obj["status"] = copy.deepcopy(old["status"])
+                else:
+                    obj.pop("status", None)
+            meta, old_meta = obj["metadata"], old["metadata"]
+            for key in (*_SERVER_META, "name", "namespace"):
+                if key in old_meta:
+                    meta[key] = old_meta[key]
+                else:
+                    meta.pop(key, None)
+        self._admit(rt, obj, old, version)
+        meta = obj["metadata"]
+        if rt.generation and _spec_part(obj, rt) != _spec_part(old, rt):
+            meta["generation"] = old["metadata"].get("generation", 0) + 1
+        if obj == render(old, obj["apiVersion"]):
+            return old  # a no-op write: no new resourceVersion, no watch event
+        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+            if rt.key == NAMESPACES_KEY and self._has_contents(name):
+                return self._commit(rt, namespace, name, obj, "MODIFIED", old)
+            return self._remove(rt, namespace, name, obj, old, orphan=False)
+        return self._commit(rt, namespace, name, obj, "MODIFIED", old)
+
+    def _admit(self, rt: ResourceType, obj: JSON, old: JSON | None, version: str) -> None:
+        """Type rules, schema defaults / pruning / validation; raise 422 on any violation."""
+        meta = obj["metadata"]
+        name = meta.get("name", "")
+        causes: list[Cause] = []
+        name_re = _LABEL_RE if rt.key == NAMESPACES_KEY else _SUBDOMAIN_RE
+        if old is None and (len(name) > 253 or not name_re.match(name)):
+            what = "RFC 1123 label" if rt.key == NAMESPACES_KEY else "RFC 1123 subdomain"
+            causes.append(
+                Cause(
+                    "metadata.name",
+                    f'Invalid value: "{name}": a lowercase {what} must consist of lower case '
+                    "alphanumeric characters, '-' or '.', and must start and end with an "
+                    "alphanumeric character",
+                )
+            )
+        if old is not None and old["metadata"].get("deletionTimestamp"):
+            added = set(meta.get("finalizers") or ()) - set(
+                old["metadata"].get("finalizers") or ()
+            )
+            if added:
+                causes.append(
+                    Cause(
+                        "metadata.finalizers",
+                        f"Forbidden: no new finalizers can be added if the object is being "
+                        f"deleted, found new finalizers {sorted(added)!r}",
+                        "FieldValueForbidden",
+                    )
+                )
+        if rt.key == SECRETS_KEY:
+            causes += _admit_secret(obj, old)
+        elif rt.key == NAMESPACES_KEY:
+            obj["status"] = {"phase": "Terminating" if meta.get("deletionTimestamp") else "Active"}
+        elif rt.key == CRD_KEY:
+            causes += crd_problems(obj)
+            if not causes:
+                obj["status"] = crd_status(obj)
+        elif rt.custom:
+            causes += kube_schema.admit(obj, rt.schemas[version])
+        if causes:
+            raise invalid(rt.kind, rt.group, name, causes)
+
+    def _commit(
+        self,
+        rt: ResourceType,
+        namespace: str,
+        name: str,
+        obj: JSON,
+        kind: str,
+        old: JSON | None,
+    ) -> JSON:
+        with self.lock:
+            self.rv += 1
+            obj["metadata"]["resourceVersion"] = str(self.rv)
+            buckets = self._objects[rt.key]
+            uid = obj["metadata"]["uid"]
+            if kind == "DELETED":
+                bucket = buckets.get(namespace, {})
+                bucket.pop(name, None)
+                if not bucket:
+                    buckets.pop(namespace, None)
+                self._uids.pop(uid, None)
+            else:
+                buckets.setdefault(namespace, {})[name] = obj
+                self._uids[uid] = (rt.key, namespace, name)
+            ref: Ref = (rt.key, namespace, name)
+            for owner in _owner_uids(old):
+                self._dependents.get(owner, set()).discard(ref)
+            if kind != "DELETED":
+                for owner in _owner_uids(obj):
+                    self._dependents.setdefault(owner, set()).add(ref)
+        event = WatchEvent(kind, obj, old, self.rv)
+        history = self._history[rt.key]
+        if len(history) == history.maxlen:
+            self._compacted[rt.key] = history[0].rv
+        history.append(event)
+        for watcher in self._watchers[rt.key]:
+            watcher.offer(event)
+        if rt.key == CRD_KEY and kind != "DELETED":
+            self.register(from_crd(obj))
+        return obj
+
+    def _remove(
+        self, rt: ResourceType, namespace: str, name: str, obj: JSON, old: JSON, *, orphan: bool
+    ) -> JSON:
+        """The final removal: the object is gone, its dependents are collected in background."""
+        obj = self._commit(rt, namespace, name, obj, "DELETED", old)
+        loop = asyncio.get_running_loop()
+        if not orphan:
+            loop.call_soon(self._collect_garbage, obj["metadata"]["uid"])
+        if rt.key == CRD_KEY:
+            self._drop_type(from_crd(obj).key)
+        if rt.namespaced:
+            loop.call_soon(self._finish_namespace, namespace)
+        return obj
+
+    # --- background work: garbage collection, namespace and CRD cleanup ------------------
+
+    def _collect_garbage(self, owner_uid: str) -> None:
+        for key, namespace, name in sorted(self._dependents.pop(owner_uid, set())):
+            rt = self.types.get(key)
+            obj = self._objects.get(key, {}).get(namespace, {}).get(name)
+            if rt is None or obj is None:
+                continue
+            owners = _owner_uids(obj)
+            # Like the real collector: a dependent with another living owner stays.
+            if owner_uid in owners and not any(uid in self._uids for uid in owners):
+                self.delete(rt, namespace, name, {})
+
+    def _has_contents(self, namespace: str) -> bool:
+        return any(namespace in buckets for buckets in self._objects.values())
+
+    def _drain_namespace(self, namespace: str) -> None:
+        for key in list(self._objects):
+            rt = self.types[key]
+            if rt.namespaced:
+                for name in list(self._objects[key].get(namespace, {})):
+                    self.delete(rt, namespace, name, {})
+        self._finish_namespace(namespace)
+
+    def _finish_namespace(self, namespace: str) -> None:
+        """Remove a terminating namespace once nothing is left in it."""
+        rt = self.types[NAMESPACES_KEY]
+        ns = self.find(rt, "", namespace)
+        if ns is None or not ns["metadata"].get("deletionTimestamp"):
+            return
+        if ns["metadata"].get("finalizers") or self._has_contents(namespace):
+            return
+        self._remove(rt, "", namespace, copy.deepcopy(ns), ns, orphan=False)
+
+    def _drop_type(self, key: Key) -> None:
+        """A CRD is gone: so are its objects, its watch streams and its endpoints."""
+        rt = self.types.get(key)
+        if rt is None:
+            return
+        for namespace, bucket in list(self._objects[key].items()):
+            for name, obj in list(bucket.items()):
+                self._commit(rt, namespace, name, copy.deepcopy(obj), "DELETED", obj)
+        for watcher in self._watchers.pop(key, set()):
+            watcher.queue.put_nowait("close")
+        with self.lock:
+            del self.types[key]
+            del self._objects[key]
+        del self._history[key], self._compacted[key]
+
+    # --- watches -------------------------------------------------------------------------
+
+    def watch(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        matcher: Matcher | None,
+        since: str | None,
+        *,
+        initial_end: bool,
+    ) -> Watcher:
+        """Register a watcher and queue what it must see first (current objects or history)."""
+        watcher = Watcher(rt.key, namespace, matcher)
+        if since in (None, "", "0"):
+            for obj in self.items(rt, namespace):
+                if matcher is None or matcher(obj):
+                    rv = int(obj["metadata"]["resourceVersion"])
+                    watcher.queue.put_nowait(("ADDED", WatchEvent("ADDED", obj, None, rv)))
+            if initial_end:
+                watcher.queue.put_nowait("initial-end")
+        else:
+            try:
+                start = int(since)  # type: ignore[arg-type]
+            except ValueError:
+                raise bad_request(f"invalid resource version {since!r}") from None
+            if start < self._compacted[rt.key]:
+                raise Gone(f"too old resource version: {start} ({self._compacted[rt.key] + 1})")
+            replay = itertools.takewhile(
+                lambda ev: ev.rv > start, reversed(self._history[rt.key])
+            )
+            for event in reversed(list(replay)):
+                watcher.offer(event)
+        self._watchers[rt.key].add(watcher)
+        return watcher
+
+    def unwatch(self, watcher: Watcher) -> None:
+        self._watchers.get(watcher.key, set()).discard(watcher)
+
+    def signal_watchers(self, signal: Signal) -> int:
+        count = 0
+        for watchers in self._watchers.values():
+            for watcher in watchers:
+                watcher.queue.put_nowait(signal)
+                count += 1
+        return count
+
+
+def _spec_part(obj: JSON, rt: ResourceType) -> JSON:
+    """What metadata.generation tracks: everything but metadata (and status if separate)."""
+    skip = {"metadata", "apiVersion", "kind"}
+    if rt.status_subresource:
+        skip.add("status")
+    return {k: v for k, v in obj.items() if k not in skip}
+
+
+def _owner_uids(obj: JSON | None) -> list[str]:
+    if obj is None:
+        return []
+    refs = obj["metadata"].get("ownerReferences") or []
+    return [ref["uid"] for ref in refs if isinstance(ref, dict) and "uid" in ref]
+
+
+def _admit_secret(obj: JSON, old: JSON | None) -> list[Cause]:
+    """stringData folds into base64 data and is never stored; data must be valid base64."""
+    causes: list[Cause] = []
+    data = obj.get("data") or {}
+    string_data = obj.pop("stringData", None) or {}
+    if not isinstance(data, dict) or not isinstance(string_data, dict):
+        return [Cause("data", "Invalid value: must be a map of strings")]
+    for key, value in string_data.items():
+        data[key] = base64.b64encode(str(value).encode()).decode()
+    for key, value in data.items():
+        if not _CONFIG_KEY_RE.match(key):
+            causes.append(
+                Cause(
+                    f"data[{key}]",
+                    f'Invalid value: "{key}": a valid config key must consist of alphanumeric '
+                    "characters, '-', '_' or '.'",
+                )
+            )
+        try:
+            if not isinstance(value, str):
+                raise binascii.Error("not a string")
+            base64.b64decode(value, validate=True)
+        except binascii.Error:
+            causes.append(
+                Cause(f"data[{key}]", 'Invalid value: "<secret contents redacted>": illegal '
+                                      "base64 data")  # fmt: skip
+            )
+    if data:
+        obj["data"] = data
+    else:
+        obj.pop("data", None)
+    obj.setdefault("type", "Opaque")
+    if old is not None and old.get("type", "Opaque") != obj["type"]:
+        causes.append(Cause("type", f'Invalid value: "{obj["type"]}": field is immutable'))
+    if old is not None and old.get("immutable") and old.get("data") != obj.get("data"):
+        causes.append(Cause("data", "Forbidden: field is immutable when `immutable` is set",
+                            "FieldValueForbidden"))  # fmt: skip
+    return causes
