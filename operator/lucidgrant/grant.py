@@ -184,7 +184,7 @@ def parse_spec(spec: Any) -> GrantSpec:
         "spec.authorization.codeSecretRef",
         "code",
     )
-    if auth and (refresh_ref is None) == (code_ref is None):
+    if obj.get("authorization") is not None and (refresh_ref is None) == (code_ref is None):
         raise SpecError(
             "spec.authorization",
             "Invalid value: exactly one of refreshTokenSecretRef or codeSecretRef must be set",

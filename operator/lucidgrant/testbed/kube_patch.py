@@ -125,7 +125,10 @@ def json_patch(doc: Any, operations: Any) -> Any:
                 raise PatchError(f"operation {kind!r} at {path!r} has no 'from'")
             if kind == "move" and (path + "/").startswith(source + "/") and path != source:
                 raise PatchError(f"cannot move {source!r} into its own child {path!r}")
-            value = _remove(result, source) if kind == "move" else copy.deepcopy(_get(result, source))
+            if kind == "move":
+                value = _remove(result, source)
+            else:
+                value = copy.deepcopy(_get(result, source))
             result = _add(result, path, value)
         elif kind == "test":
             if _get(result, path) != op["value"]:

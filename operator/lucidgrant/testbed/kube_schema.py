@@ -184,8 +184,9 @@ class Validator:
 
     def _string(self, value: str, schema: Schema, path: str, where: str) -> None:
         if "minLength" in schema and len(value) < schema["minLength"]:
-            self.invalid(path, value, f"{where} in body should be at least {schema['minLength']} "
-                         "chars long")  # fmt: skip
+            self.invalid(
+                path, value, f"{where} in body should be at least {schema['minLength']} chars long"
+            )
         if "maxLength" in schema and len(value) > schema["maxLength"]:
             self.causes.append(
                 Cause(
@@ -205,13 +206,15 @@ class Validator:
             if schema.get("exclusiveMinimum") and value <= low:
                 self.invalid(path, value, f"{where} in body should be greater than {low}")
             elif value < low:
-                self.invalid(path, value, f"{where} in body should be greater than or equal to {low}")
+                detail = f"{where} in body should be greater than or equal to {low}"
+                self.invalid(path, value, detail)
         if "maximum" in schema:
             high = schema["maximum"]
             if schema.get("exclusiveMaximum") and value >= high:
                 self.invalid(path, value, f"{where} in body should be less than {high}")
             elif value > high:
-                self.invalid(path, value, f"{where} in body should be less than or equal to {high}")
+                detail = f"{where} in body should be less than or equal to {high}"
+                self.invalid(path, value, detail)
 
     def _array(self, value: list[Any], schema: Schema, path: str, where: str) -> None:
         if "minItems" in schema and len(value) < schema["minItems"]:

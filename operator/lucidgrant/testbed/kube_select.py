@@ -32,7 +32,9 @@ _EXTRA_FIELDS: dict[str, frozenset[str]] = {
 
 def _split_requirements(text: str) -> list[str]:
     """Split on commas that are not inside the parentheses of `in (a,b)`."""
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
     for char in text:
         depth += char == "("
         depth -= char == ")"

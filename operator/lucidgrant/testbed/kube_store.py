@@ -259,8 +259,7 @@ class Store:
                 415,
                 "UnsupportedMediaType",
                 f"the body of the request was in an unknown format - accepted media types "
-                f"include: {JSON_PATCH}, {MERGE}"
-                + ("" if rt.custom else f", {STRATEGIC}"),
+                f"include: {JSON_PATCH}, {MERGE}" + ("" if rt.custom else f", {STRATEGIC}"),
             )
         if not isinstance(patched, dict) or not isinstance(patched.get("metadata"), dict):
             raise ApiError(422, "Invalid", "the patch produced an object without metadata")
@@ -413,9 +412,7 @@ class Store:
                 )
             )
         if old is not None and old["metadata"].get("deletionTimestamp"):
-            added = set(meta.get("finalizers") or ()) - set(
-                old["metadata"].get("finalizers") or ()
-            )
+            added = set(meta.get("finalizers") or ()) - set(old["metadata"].get("finalizers") or ())
             if added:
                 causes.append(
                     Cause(
@@ -554,7 +551,7 @@ class Store:
     ) -> Watcher:
         """Register a watcher and queue what it must see first (current objects or history)."""
         watcher = Watcher(rt.key, namespace, matcher)
-        if since in (None, "", "0"):
+        if not since or since == "0":
             for obj in self.items(rt, namespace):
                 if matcher is None or matcher(obj):
                     rv = int(obj["metadata"]["resourceVersion"])
@@ -563,14 +560,12 @@ class Store:
                 watcher.queue.put_nowait("initial-end")
         else:
             try:
-                start = int(since)  # type: ignore[arg-type]
+                start = int(since)
             except ValueError:
                 raise bad_request(f"invalid resource version {since!r}") from None
             if start < self._compacted[rt.key]:
                 raise Gone(f"too old resource version: {start} ({self._compacted[rt.key] + 1})")
-            replay = itertools.takewhile(
-                lambda ev: ev.rv > start, reversed(self._history[rt.key])
-            )
+            replay = itertools.takewhile(lambda ev: ev.rv > start, reversed(self._history[rt.key]))
             for event in reversed(list(replay)):
                 watcher.offer(event)
         self._watchers[rt.key].add(watcher)
@@ -627,8 +622,10 @@ def _admit_secret(obj: JSON, old: JSON | None) -> list[Cause]:
             base64.b64decode(value, validate=True)
         except binascii.Error:
             causes.append(
-                Cause(f"data[{key}]", 'Invalid value: "<secret contents redacted>": illegal '
-                                      "base64 data")  # fmt: skip
+                Cause(
+                    f"data[{key}]",
+                    'Invalid value: "<secret contents redacted>": illegal base64 data',
+                )
             )
     if data:
         obj["data"] = data
@@ -638,6 +635,11 @@ def _admit_secret(obj: JSON, old: JSON | None) -> list[Cause]:
     if old is not None and old.get("type", "Opaque") != obj["type"]:
         causes.append(Cause("type", f'Invalid value: "{obj["type"]}": field is immutable'))
     if old is not None and old.get("immutable") and old.get("data") != obj.get("data"):
-        causes.append(Cause("data", "Forbidden: field is immutable when `immutable` is set",
-                            "FieldValueForbidden"))  # fmt: skip
+        causes.append(
+            Cause(
+                "data",
+                "Forbidden: field is immutable when `immutable` is set",
+                "FieldValueForbidden",
+            )
+        )
     return causes

@@ -120,8 +120,12 @@ def crd_problems(crd: JSON) -> list[Cause]:
         )
     versions = spec.get("versions") or []
     if not versions:
-        causes.append(Cause("spec.versions", "Invalid value: null: must have exactly one version "
-                                             "marked as storage version"))  # fmt: skip
+        causes.append(
+            Cause(
+                "spec.versions",
+                "Invalid value: null: must have exactly one version marked as storage version",
+            )
+        )
     elif sum(1 for v in versions if v.get("storage")) != 1:
         causes.append(
             Cause(
@@ -133,8 +137,10 @@ def crd_problems(crd: JSON) -> list[Cause]:
     name = crd.get("metadata", {}).get("name")
     if not causes and name != expected:
         causes.append(
-            Cause("metadata.name", f'Invalid value: "{name}": must be spec.names.plural+"."+'
-                                   'spec.group')  # fmt: skip
+            Cause(
+                "metadata.name",
+                f'Invalid value: "{name}": must be spec.names.plural+"."+spec.group',
+            )
         )
     return causes
 

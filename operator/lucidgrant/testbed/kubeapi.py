@@ -1,0 +1,624 @@
+"""An emulated Kubernetes API server on aiohttp, for tests, the demo and the benchmark.
+
+The real `kubernetes` client and kopf talk to it over HTTP through a kubeconfig, unpatched.
+See KUBEAPI.md beside this file for where it is simpler than the real API server.
+
+Standalone: `python -m lucidgrant.testbed.kubeapi --port 8001 --crds crds/ --kubeconfig k.yaml`
+prints the URL once listening and serves until SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import copy
+import json
+import logging
+import pathlib
+import re
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+import yaml
+from aiohttp import web
+
+from lucidgrant.testbed.kube_errors import ApiError, bad_request, for_code
+from lucidgrant.testbed.kube_select import combine, field_matcher, label_matcher
+from lucidgrant.testbed.kube_store import (
+    CRD_KEY,
+    JSON_PATCH,
+    NAMESPACES_KEY,
+    Gone,
+    Store,
+    Watcher,
+    dumps,
+    render,
+)
+from lucidgrant.testbed.kube_types import JSON, ResourceType
+
+logger = logging.getLogger(__name__)
+
+_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+_KUBE_VERSION = {
+    "major": "1",
+    "minor": "31",
+    "gitVersion": "v1.31.0-lucidgrant-emulator",
+    "gitCommit": "0000000000000000000000000000000000000000",
+    "gitTreeState": "clean",
+    "buildDate": "2024-08-13T00:00:00Z",
+    "goVersion": "go1.22.5",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
+
+
+@dataclass
+class RequestRecord:
+    """One resource request as RBAC sees it, with the answer's status code."""
+
+    verb: str
+    group: str
+    resource: str
+    subresource: str
+    namespace: str
+    name: str
+    code: int = 0
+
+
+@dataclass
+class Fault:
+    method: str
+    pattern: re.Pattern[str]
+    status: int
+    remaining: int
+    delay: float
+
+
+class Faults:
+    """Faults a test switches on; safe to call from the test's thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[Fault] = []
+        # While true, every request is cut at the connection level, with no answer.
+        self.unreachable = False
+
+    def add(
+        self,
+        method: str,
+        path_regex: str,
+        status: int = 500,
+        count: int = 1,
+        delay: float = 0.0,
+    ) -> None:
+        """Answer the next `count` requests matching method ("*" for any) and the regex (searched
+        in path and query) with `status`, after `delay` seconds; status 0 only delays them."""
+        fault = Fault(method.upper(), re.compile(path_regex), status, count, delay)
+        with self._lock:
+            self._faults.append(fault)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+            self.unreachable = False
+
+    def take(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.method in ("*", method) and fault.pattern.search(path):
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+
+@dataclass
+class Target:
+    """A parsed resource URL."""
+
+    rt: ResourceType
+    version: str
+    namespace: str | None  # None: cluster-scoped object, or a list across all namespaces
+    name: str | None
+    subresource: str
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=dumps(body), status=status, content_type="application/json")
+
+
+def _error(e: ApiError) -> web.Response:
+    response = _json(e.status(), e.code)
+    if e.retry_after is not None:
+        response.headers["Retry-After"] = str(e.retry_after)
+    return response
+
+
+def _not_found() -> ApiError:
+    return ApiError(404, "NotFound", "the server could not find the requested resource")
+
+
+def _crd_documents(paths: Sequence[pathlib.Path]) -> list[JSON]:
+    files: list[pathlib.Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml", ".json"))
+        else:
+            files.append(path)
+    return [
+        doc
+        for file in files
+        for doc in yaml.safe_load_all(file.read_text())
+        if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition"
+    ]
+
+
+class KubeAPI:
+    """The emulated API server. Start it with `await start()`, or in a thread with
+    `lucidgrant.testbed.threaded.running_in_thread(KubeAPI(...))`."""
+
+    def __init__(
+        self,
+        crd_paths: Sequence[pathlib.Path] = (),
+        *,
+        history_size: int = 10_000,
+        bookmark_interval: float = 1.0,
+        namespaces: Sequence[str] = ("default", "kube-system", "kube-public"),
+    ) -> None:
+        self.store = Store(history_size)
+        self.faults = Faults()
+        self.requests: list[RequestRecord] = []
+        self.bookmark_interval = bookmark_interval
+        self._crd_paths = list(crd_paths)
+        self._namespaces = list(namespaces)
+        self._runner: web.AppRunner | None = None
+        self._url = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._streams: set[asyncio.Task[Any]] = set()
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._loop = asyncio.get_running_loop()
+        namespaces = self.store.types[NAMESPACES_KEY]
+        for name in self._namespaces:
+            self.store.create(namespaces, "", {"metadata": {"name": name}}, "v1")
+        crds = self.store.types[CRD_KEY]
+        for doc in _crd_documents(self._crd_paths):
+            self.store.create(crds, "", doc, "v1")
+        app = web.Application(client_max_size=4 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        # handler_cancellation: a client that hangs up ends its watch handler at once.
+        self._runner = web.AppRunner(
+            app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        server = site._server
+        assert isinstance(server, asyncio.Server)
+        bound_port = server.sockets[0].getsockname()[1]
+        self._url = f"http://{host}:{bound_port}"
+
+    async def stop(self) -> None:
+        """Stop serving; open watch streams end cleanly instead of hanging."""
+        self.store.signal_watchers("close")
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    def write_kubeconfig(self, path: pathlib.Path, namespace: str = "default") -> pathlib.Path:
+        """A kubeconfig with a token user that the `kubernetes` client and kopf accept as is."""
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
+            "users": [{"name": "emulator", "user": {"token": "emulator-token"}}],
+            "contexts": [
+                {
+                    "name": "emulator",
+                    "context": {"cluster": "emulator", "user": "emulator", "namespace": namespace},
+                }
+            ],
+            "current-context": "emulator",
+        }
+        path = pathlib.Path(path)
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    # --- direct access for tests ---------------------------------------------------------
+
+    def get_object(
+        self, group: str, resource: str, namespace: str | None, name: str
+    ) -> JSON | None:
+        with self.store.lock:
+            rt = self.store.types.get((group, resource))
+            obj = None if rt is None else self.store.find(rt, namespace or "", name)
+            return copy.deepcopy(obj)
+
+    def list_objects(self, group: str, resource: str, namespace: str | None = None) -> list[JSON]:
+        with self.store.lock:
+            rt = self.store.types.get((group, resource))
+            if rt is None:
+                return []
+            return copy.deepcopy(list(self.store.items(rt, namespace)))
+
+    def counts(self) -> Counter[tuple[str, str]]:
+        return Counter((r.verb, r.resource) for r in list(self.requests))
+
+    def drop_watches(self) -> int:
+        """Cut every open watch stream abruptly; returns how many. Callable from any thread."""
+        loop = self._loop
+        if loop is None:
+            return 0
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            return self.store.signal_watchers("drop")
+        future = asyncio.run_coroutine_threadsafe(self._drop_watches(), loop)
+        return future.result(timeout=10)
+
+    async def _drop_watches(self) -> int:
+        return self.store.signal_watchers("drop")
+
+    # --- HTTP ----------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if self.faults.unreachable:
+            return self._cut(request)
+        fault = self.faults.take(request.method, request.path_qs)
+        record: RequestRecord | None = None
+        try:
+            parsed = self._parse(request.path)
+            if isinstance(parsed, Target):
+                record = self._record(request, parsed)
+            if fault is not None:
+                if fault.delay:
+                    await asyncio.sleep(fault.delay)
+                if fault.status:
+                    raise for_code(fault.status)
+                if self.faults.unreachable:
+                    return self._cut(request)
+            if isinstance(parsed, Target):
+                response = await self._dispatch(request, parsed, record)
+            else:
+                response = _json(parsed)
+        except ApiError as e:
+            response = _error(e)
+        if record is not None and not record.code:
+            record.code = response.status
+        return response
+
+    def _cut(self, request: web.Request) -> web.StreamResponse:
+        """Close the connection without an answer, as an unreachable server would."""
+        if request.transport is not None:
+            request.transport.abort()
+        raise asyncio.CancelledError
+
+    def _record(self, request: web.Request, target: Target) -> RequestRecord:
+        if request.method == "GET":
+            watch = request.query.get("watch") in ("true", "1")
+            verb = "get" if target.name else "watch" if watch else "list"
+        else:
+            verb = _VERBS.get(request.method, request.method.lower())
+        record = RequestRecord(
+            verb,
+            target.rt.group,
+            target.rt.plural,
+            target.subresource,
+            target.namespace or "",
+            target.name or "",
+        )
+        self.requests.append(record)
+        return record
+
+    def _parse(self, path: str) -> Target | JSON:
+        """A resource target, or the discovery document the path asks for."""
+        parts = [unquote(p) for p in path.split("/") if p]
+        if parts == ["version"]:
+            return dict(_KUBE_VERSION)
+        if parts == ["api"]:
+            return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
+        if parts == ["apis"]:
+            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": self._groups()}
+        if len(parts) == 2 and parts[0] == "apis":
+            for entry in self._groups():
+                if entry["name"] == parts[1]:
+                    return {"kind": "APIGroup", "apiVersion": "v1", **entry}
+            raise _not_found()
+        if len(parts) >= 2 and parts[0] == "api" and parts[1] == "v1":
+            group, version, rest = "", "v1", parts[2:]
+        elif len(parts) >= 3 and parts[0] == "apis":
+            group, version, rest = parts[1], parts[2], parts[3:]
+        else:
+            raise _not_found()
+        if not rest:
+            return self._resource_list(group, version)
+        # /api/v1/namespaces/{name}[/status] is the Namespace itself, not a namespaced path.
+        is_namespace_object = group == "" and (
+            len(rest) == 2 or (len(rest) == 3 and rest[2] in ("status", "finalize"))
+        )
+        if rest[0] == "namespaces" and len(rest) >= 3 and not is_namespace_object:
+            namespace: str | None = rest[1]
+            rest = rest[2:]
+        else:
+            namespace = None
+        if len(rest) > 3:
+            raise _not_found()
+        plural, name, subresource = [*rest, "", ""][:3]
+        rt = self.store.resolve(group, version, plural)
+        if rt is None or (namespace is not None and not rt.namespaced):
+            raise _not_found()
+        if namespace is None and name and rt.namespaced:
+            raise _not_found()
+        if subresource and (subresource != "status" or not rt.status_subresource):
+            raise _not_found()
+        return Target(rt, version, namespace, name or None, subresource)
+
+    def _groups(self) -> list[JSON]:
+        groups: dict[str, list[str]] = {}
+        for rt in self.store.types.values():
+            if rt.group:
+                known = groups.setdefault(rt.group, [])
+                known += [v for v in rt.versions if v not in known]
+        result = []
+        for name, versions in sorted(groups.items()):
+            entries = [{"groupVersion": f"{name}/{v}", "version": v} for v in versions]
+            result.append({"name": name, "versions": entries, "preferredVersion": entries[0]})
+        return result
+
+    def _resource_list(self, group: str, version: str) -> JSON:
+        resources = [
+            entry
+            for rt in self.store.types.values()
+            if rt.group == group and version in rt.versions
+            for entry in rt.discovery()
+        ]
+        if not resources:
+            raise _not_found()
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": f"{group}/{version}" if group else version,
+            "resources": resources,
+        }
+
+    async def _body(self, request: web.Request) -> Any:
+        raw = await request.read()
+        if not raw:
+            return {}
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise bad_request("the request body is not valid JSON") from None
+
+    async def _dispatch(
+        self, request: web.Request, target: Target, record: RequestRecord | None
+    ) -> web.StreamResponse:
+        store, rt = self.store, target.rt
+        namespace = target.namespace or ""
+        method = request.method
+        api_version = rt.api_version(target.version)
+        if method == "GET" and target.name:
+            return _json(render(store.get(rt, namespace, target.name), api_version))
+        if method == "GET" and request.query.get("watch") in ("true", "1"):
+            return await self._watch(request, target, record)
+        if method == "GET":
+            return _json(self._list(request, target))
+        if method == "POST" and not target.name:
+            if rt.namespaced and target.namespace is None:
+                raise _not_found()
+            obj = store.create(rt, namespace, await self._body(request), target.version)
+            return _json(render(obj, api_version), 201)
+        if method == "PUT" and target.name:
+            body = await self._body(request)
+            obj = store.update(rt, namespace, target.name, body, target.version, target.subresource)
+            return _json(render(obj, api_version))
+        if method == "PATCH" and target.name:
+            content_type = request.headers.get("Content-Type", JSON_PATCH).split(";")[0].strip()
+            body = await self._body(request)
+            obj = store.patch(
+                rt, namespace, target.name, content_type, body, target.version, target.subresource
+            )
+            return _json(render(obj, api_version))
+        if method == "DELETE" and target.name and not target.subresource:
+            options = await self._body(request)
+            if request.query.get("propagationPolicy"):
+                options["propagationPolicy"] = request.query["propagationPolicy"]
+            obj, gone = store.delete(rt, namespace, target.name, options)
+            if gone and not rt.custom and rt.key != CRD_KEY:
+                return _json(
+                    {
+                        "kind": "Status",
+                        "apiVersion": "v1",
+                        "metadata": {},
+                        "status": "Success",
+                        "details": {
+                            "name": target.name,
+                            "group": rt.group,
+                            "kind": rt.plural,
+                            "uid": obj["metadata"]["uid"],
+                        },
+                    }
+                )
+            return _json(render(obj, api_version))
+        raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method: {method}")
+
+    def _list(self, request: web.Request, target: Target) -> JSON:
+        rt = target.rt
+        matcher = combine(
+            label_matcher(request.query.get("labelSelector")),
+            field_matcher(request.query.get("fieldSelector"), rt.plural),
+        )
+        api_version = rt.api_version(target.version)
+        items = [
+            render(obj, api_version)
+            for obj in self.store.items(rt, target.namespace)
+            if matcher is None or matcher(obj)
+        ]
+        metadata: JSON = {"resourceVersion": str(self.store.rv)}
+        limit = int(request.query.get("limit") or 0)
+        token = request.query.get("continue")
+        if token:
+            after = tuple(json.loads(base64.b64decode(token)))
+            items = [o for o in items if _list_key(o) > after]
+        if limit and len(items) > limit:
+            metadata["remainingItemCount"] = len(items) - limit
+            items = items[:limit]
+            metadata["continue"] = base64.b64encode(
+                json.dumps(list(_list_key(items[-1]))).encode()
+            ).decode()
+        return {
+            "kind": f"{rt.kind}List",
+            "apiVersion": api_version,
+            "metadata": metadata,
+            "items": items,
+        }
+
+    async def _watch(
+        self, request: web.Request, target: Target, record: RequestRecord | None
+    ) -> web.StreamResponse:
+        rt, query = target.rt, request.query
+        matcher = combine(
+            label_matcher(query.get("labelSelector")),
+            field_matcher(query.get("fieldSelector"), rt.plural),
+        )
+        bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
+        send_initial = query.get("sendInitialEvents") in ("true", "1")
+        timeout = float(query["timeoutSeconds"]) if query.get("timeoutSeconds") else None
+        api_version = rt.api_version(target.version)
+        gone: Gone | None = None
+        watcher: Watcher | None = None
+        try:
+            watcher = self.store.watch(
+                rt,
+                target.namespace,
+                matcher,
+                query.get("resourceVersion"),
+                initial_end=send_initial and bookmarks,
+            )
+        except Gone as e:
+            gone = e
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        if record is not None:
+            record.code = 200
+        if watcher is None:
+            error = ApiError(410, "Expired", str(gone))
+            await response.write(dumps({"type": "ERROR", "object": error.status()}) + b"\n")
+            return response
+        try:
+            await self._stream(request, response, watcher, api_version, bookmarks, timeout)
+        finally:
+            self.store.unwatch(watcher)
+        return response
+
+    async def _stream(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        watcher: Watcher,
+        api_version: str,
+        bookmarks: bool,
+        timeout: float | None,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout if timeout else float("inf")
+        next_bookmark = loop.time() + self.bookmark_interval if bookmarks else float("inf")
+        while True:
+            wait = min(deadline, next_bookmark) - loop.time()
+            try:
+                item = await asyncio.wait_for(watcher.queue.get(), max(wait, 0.0))
+            except TimeoutError:
+                if loop.time() >= deadline:
+                    return
+                # The queue is empty: every event up to the current resourceVersion is sent.
+                await response.write(self._bookmark(watcher, api_version))
+                next_bookmark = loop.time() + self.bookmark_interval
+                continue
+            if item == "close":
+                return
+            if item == "drop":
+                if request.transport is not None:
+                    request.transport.abort()
+                raise asyncio.CancelledError
+            if item == "initial-end":
+                await response.write(self._bookmark(watcher, api_version, initial_end=True))
+                continue
+            kind, event = item
+            await response.write(event.line(kind, api_version))
+
+    def _bookmark(self, watcher: Watcher, api_version: str, *, initial_end: bool = False) -> bytes:
+        metadata: JSON = {"resourceVersion": str(self.store.rv)}
+        if initial_end:
+            metadata["annotations"] = {"k8s.io/initial-events-end": "true"}
+        rt = self.store.types.get(watcher.key)
+        kind = rt.kind if rt is not None else ""
+        event = {
+            "type": "BOOKMARK",
+            "object": {"kind": kind, "apiVersion": api_version, "metadata": metadata},
+        }
+        return dumps(event) + b"\n"
+
+
+def _list_key(obj: JSON) -> tuple[str, str]:
+    meta = obj["metadata"]
+    return (meta.get("namespace", ""), meta["name"])
+
+
+# --- standalone ------------------------------------------------------------------------------
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    kube = KubeAPI(
+        [pathlib.Path(p) for p in args.crds],
+        history_size=args.history_size,
+        bookmark_interval=args.bookmark_interval,
+    )
+    await kube.start(args.host, args.port)
+    if args.kubeconfig:
+        kube.write_kubeconfig(pathlib.Path(args.kubeconfig), args.namespace)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    print(kube.url, flush=True)
+    started = time.monotonic()
+    await stopping.wait()
+    await kube.stop()
+    logger.info(
+        "Stopped after %.1fs; %d requests served.", time.monotonic() - started, len(kube.requests)
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve an emulated Kubernetes API.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--crds", action="append", default=[], help="CRD file or directory")
+    parser.add_argument("--kubeconfig", help="write a kubeconfig pointing here to this path")
+    parser.add_argument("--namespace", default="default", help="the kubeconfig's namespace")
+    parser.add_argument("--history-size", type=int, default=10_000)
+    parser.add_argument("--bookmark-interval", type=float, default=1.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    asyncio.run(_serve(args))
+
+
+if __name__ == "__main__":
+    main()

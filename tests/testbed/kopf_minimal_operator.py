@@ -1,0 +1,33 @@
+"""A minimal kopf operator run as a subprocess against the emulated API (test_kubeapi.py).
+
+On create it records `status.seen`; on delete it leaves a ConfigMap as proof that it saw the
+deletion (kopf then removes its finalizer so that the object goes away)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+import kubernetes
+
+GROUP, VERSION, PLURAL = "test.lucidgrant.dev", "v1", "gadgets"
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.posting.level = 0  # post every log as an Event: exercises generateName
+    settings.watching.server_timeout = 10
+
+
+@kopf.on.create(GROUP, VERSION, PLURAL)
+def created(spec: dict[str, Any], patch: kopf.Patch, **_: Any) -> None:
+    patch.status["seen"] = True
+    patch.status["echo"] = spec.get("message", "")
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+def deleted(name: str, namespace: str, **_: Any) -> None:
+    kubernetes.config.load_kube_config()
+    kubernetes.client.CoreV1Api().create_namespaced_config_map(
+        namespace, {"metadata": {"name": f"{name}-deleted"}, "data": {"by": "kopf"}}
+    )

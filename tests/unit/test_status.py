@@ -1,0 +1,48 @@
+from lucidgrant.status import Outcome, condition_of, desired_status, status_diff
+from lucidgrant.store import rfc3339
+
+NOW = 1_800_000_000.0
+
+
+def status_for(outcome, current=None):
+    return desired_status(outcome, current, 3, NOW, rfc3339)
+
+
+def test_ready_when_token_valid_and_written():
+    st = status_for(Outcome(access_expires_at=NOW + 100, consumer_written=True))
+    ready = condition_of(st, "Ready")
+    assert ready and ready["status"] == "True" and ready["reason"] == "Refreshed"
+    assert ready["observedGeneration"] == 3
+    assert condition_of(st, "ReauthorizationRequired")["status"] == "False"
+
+
+def test_outage_is_not_reauthorization():
+    outage = Outcome(
+        access_expires_at=NOW - 5, consumer_written=True, problem=("ProviderUnavailable", "503")
+    )
+    st = status_for(outage)
+    assert condition_of(st, "Ready")["reason"] == "ProviderUnavailable"
+    assert condition_of(st, "ReauthorizationRequired")["status"] == "False"
+
+
+def test_reauth_shows_link():
+    st = status_for(Outcome(reauth=("InvalidGrant", "authorize again"), authorization_url="https://x/a"))
+    assert condition_of(st, "ReauthorizationRequired")["status"] == "True"
+    assert st["authorizationURL"] == "https://x/a"
+
+
+def test_no_patch_when_nothing_changed_and_transition_time_kept():
+    outcome = Outcome(access_expires_at=NOW + 100, consumer_written=True)
+    first = status_for(outcome)
+    later = desired_status(outcome, first, 3, NOW + 50, rfc3339)
+    assert status_diff(first, later) is None
+    assert later["conditions"][0]["lastTransitionTime"] == first["conditions"][0]["lastTransitionTime"]
+
+
+def test_patch_carries_only_changes_and_deletes():
+    before = status_for(Outcome(reauth=("InvalidGrant", "x"), authorization_url="https://x/a"))
+    after = status_for(Outcome(access_expires_at=NOW + 100, consumer_written=True), before)
+    patch = status_diff(before, after)
+    assert patch is not None
+    assert patch["authorizationURL"] is None
+    assert "observedGeneration" not in patch
