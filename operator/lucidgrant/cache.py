@@ -109,7 +109,9 @@ class Cache:
             self._refs[secret].discard(grant)
             if not self._refs[secret]:
                 del self._refs[secret]
-                self.secrets.pop(secret, None)
+                cached = self.secrets.get(secret)
+                if cached is None or not self.is_relevant(cached):
+                    self.secrets.pop(secret, None)
         for secret in wanted - old:
             self._refs[secret].add(grant)
         if wanted:

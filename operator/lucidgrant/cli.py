@@ -36,8 +36,11 @@ def run(namespaces: tuple[str, ...], all_namespaces: bool, verbose: bool) -> Non
     import lucidgrant.handlers  # noqa: F401  (registers the kopf handlers)
 
     kopf.configure(verbose=verbose, log_prefix=False)
-    # kopf logs each API request at debug level with URLs only; keep aiohttp's access log quiet.
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # kopf logs every handled watch event at INFO and httpx every request: at thousands of
+    # grants that is noise, so they speak only with --verbose.
+    if not verbose:
+        for name in ("kopf.objects", "httpx", "aiohttp.access"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     settings = Settings.from_env()
     kopf.run(
         standalone=True,

@@ -518,6 +518,44 @@ class Engine:
                 self.clock(),
             )
 
+    async def adopt_tokens(self, key: Key, tokens: TokenSet) -> None:
+        """Store a grant obtained outside the refresh path (the authorization web flow): under
+        the same lock as a refresh, so it cannot race one. The caller wakes the grant after."""
+        record = self.cache.grants.get(key)
+        if record is None:
+            raise KeyError(key)
+        state = await self._state(key, record)
+        locked: GrantState | None = None
+        for _ in range(20):
+            try:
+                locked = self._remember(await self.store.acquire_lock(*key, state, self.clock()))
+                break
+            except LockBusy:
+                await asyncio.sleep(1.0)
+            except Conflict:
+                pass
+            fresh = await self.store.read(*key)
+            state = self._remember(fresh) if fresh is not None else state
+        if locked is None:
+            raise LockBusy(self.clock())
+        annotations = token_annotations(tokens, tokens.issued_at + REFRESH_TOKEN_LIFETIME, "Issued")
+        saved = await self.store.save_rotation(*key, locked.resource_version, tokens, annotations)
+        self._remember(saved)
+        record.failures = 0
+        record.retry_at = None
+        record.last_error = None
+        spec = record.spec()
+        if isinstance(spec, GrantSpec):
+            await self._introspect_expiry(key, spec, tokens)
+        await post_event(
+            self.kube,
+            record.body,
+            "Normal",
+            "Authorized",
+            "A person authorized the grant.",
+            self.clock(),
+        )
+
     async def _clear_refresh_now(self, key: Key) -> None:
         patch = {"metadata": {"annotations": {REFRESH_NOW: None}}}
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -39,7 +40,14 @@ class Runtime:
         self.lucid = LucidClient(
             self.http, settings.lucid_api_url, observe=self.metrics.observe_lucid
         )
-        self.engine = Engine(kube, self.lucid, self.cache, self.metrics, holder=settings.identity)
+        self.engine = Engine(
+            kube,
+            self.lucid,
+            self.cache,
+            self.metrics,
+            holder=settings.identity,
+            authorization_url=self.authorization_url,
+        )
         self.scheduler = Scheduler(self.engine.reconcile, concurrency=settings.concurrency)
         self.started = False
         self._tasks: list[asyncio.Task[Any]] = []
@@ -64,6 +72,15 @@ class Runtime:
             await self._web.cleanup()
         await self.http.aclose()
         await self.kube.close()
+
+    def authorization_url(self, grant: Mapping[str, Any]) -> str | None:
+        """Where a person authorizes this grant, when the operator hosts the web flow."""
+        if not self.settings.external_url:
+            return None
+        meta = grant["metadata"]
+        return (
+            f"{self.settings.external_url.rstrip('/')}/authorize/{meta['namespace']}/{meta['name']}"
+        )
 
     # -- fed by the kopf handlers ------------------------------------------------------------
 

@@ -73,8 +73,11 @@ class Outcome:
     authorization_url: str | None = None
 
     def ready(self, now: float) -> bool:
+        # A dead grant's access token is revoked with it; only missing scopes leave it working.
+        dead = self.reauth is not None and self.reauth[0] != "ScopesChanged"
         return (
-            not self.suspended
+            not dead
+            and not self.suspended
             and self.consumer_written
             and self.access_expires_at is not None
             and self.access_expires_at > now

@@ -207,7 +207,12 @@ def test_existing_secret_keeps_its_keys_and_foreign_secret_is_refused(cluster, l
         lucid,
         accessTokenSecret={"name": "lucid-token", "keys": {"authorizationHeader": "header"}},
     )
-    cluster.create_grant("second", grant_spec(accessTokenSecret={"name": "reporting-lucidgrant-state"}))
+    authorize(cluster, lucid, "second-bootstrap")
+    spec = grant_spec(
+        authorization={"refreshTokenSecretRef": {"name": "second-bootstrap"}},
+        accessTokenSecret={"name": "reporting-lucidgrant-state"},
+    )
+    assert cluster.create_grant("second", spec).status_code == 201
     start_operator()
     wait_for(lambda: cluster.is_true("reporting", "Ready"), what="Ready")
     data = cluster.secret("lucid-token") or {}

@@ -15,19 +15,20 @@ GROUP, VERSION, PLURAL = "test.lucidgrant.dev", "v1", "gadgets"
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    settings.posting.level = 0  # post every log as an Event: exercises generateName
     settings.watching.server_timeout = 10
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL)
-def created(spec: dict[str, Any], patch: kopf.Patch, **_: Any) -> None:
+def created(body: kopf.Body, spec: kopf.Spec, patch: kopf.Patch, **_: Any) -> None:
+    kopf.info(body, reason="Seen", message="seen by the test operator")  # posts with generateName
     patch.status["seen"] = True
     patch.status["echo"] = spec.get("message", "")
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
-def deleted(name: str, namespace: str, **_: Any) -> None:
-    kubernetes.config.load_kube_config()
-    kubernetes.client.CoreV1Api().create_namespaced_config_map(
+def deleted(name: str, namespace: str | None, **_: Any) -> None:
+    kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+    core: Any = kubernetes.client.CoreV1Api()  # its typed signature wants models, dicts work
+    core.create_namespaced_config_map(
         namespace, {"metadata": {"name": f"{name}-deleted"}, "data": {"by": "kopf"}}
     )

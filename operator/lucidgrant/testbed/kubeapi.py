@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import unquote
 
 import yaml
@@ -182,7 +182,6 @@ class KubeAPI:
         self._runner: web.AppRunner | None = None
         self._url = ""
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._streams: set[asyncio.Task[Any]] = set()
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -279,20 +278,24 @@ class KubeAPI:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if self.faults.unreachable:
-            return self._cut(request)
+            self._cut(request)
         fault = self.faults.take(request.method, request.path_qs)
-        record: RequestRecord | None = None
+        parsed: Target | JSON | ApiError
         try:
             parsed = self._parse(request.path)
-            if isinstance(parsed, Target):
-                record = self._record(request, parsed)
+        except ApiError as e:
+            parsed = e
+        record = self._record(request, parsed) if isinstance(parsed, Target) else None
+        try:
             if fault is not None:
                 if fault.delay:
                     await asyncio.sleep(fault.delay)
                 if fault.status:
                     raise for_code(fault.status)
-                if self.faults.unreachable:
-                    return self._cut(request)
+                if self.faults.unreachable:  # switched on while this request was delayed
+                    self._cut(request)
+            if isinstance(parsed, ApiError):
+                raise parsed
             if isinstance(parsed, Target):
                 response = await self._dispatch(request, parsed, record)
             else:
@@ -303,7 +306,7 @@ class KubeAPI:
             record.code = response.status
         return response
 
-    def _cut(self, request: web.Request) -> web.StreamResponse:
+    def _cut(self, request: web.Request) -> NoReturn:
         """Close the connection without an answer, as an unreachable server would."""
         if request.transport is not None:
             request.transport.abort()

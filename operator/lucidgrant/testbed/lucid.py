@@ -530,9 +530,6 @@ class LucidEmulator:
         if not self._failures:
             return None
         failure = self._failures.popleft()
-        headers: dict[str, str] = {}
-        if failure.retry_after is not None:
-            headers["Retry-After"] = str(math.ceil(failure.retry_after))
         if failure.body == "html":
             response = _html(failure.status, ERROR_PAGE)
         elif failure.body == "malformed":
@@ -544,7 +541,8 @@ class LucidEmulator:
         else:
             error = "rate_limit_exceeded" if failure.status == 429 else "server_error"
             response = _json(failure.status, {"error": error, "error_description": "Try later"})
-        response.headers.update(headers)
+        if failure.retry_after is not None:
+            response.headers["Retry-After"] = str(math.ceil(failure.retry_after))
         return response
 
     def _flaky_hit(self) -> bool:
