@@ -49,3 +49,13 @@ def run(namespaces: tuple[str, ...], all_namespaces: bool, verbose: bool) -> Non
         memo=kopf.Memo(settings=settings),
     )
     sys.exit(0)
+
+
+@main.command(name="demo")
+@click.option("--duration", default=60.0, show_default=True, help="Seconds to run.")
+@click.option("--access-ttl", default=9.0, show_default=True, help="Access token lifetime (s).")
+def demo_command(duration: float, access_ttl: float) -> None:
+    """Run the operator against emulators and show tokens rotating, live."""
+    from lucidgrant.demo import run_demo
+
+    run_demo(duration, access_ttl)

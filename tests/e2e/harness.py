@@ -28,7 +28,9 @@ SCOPES = ["lucidchart.document.content:readonly", "offline_access"]
 T = TypeVar("T")
 
 
-def wait_for(fn: Callable[[], T], timeout: float = 30.0, interval: float = 0.1, what: str = "") -> T:
+def wait_for(
+    fn: Callable[[], T], timeout: float = 30.0, interval: float = 0.1, what: str = ""
+) -> T:
     """Poll `fn` until it returns something truthy; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -57,7 +59,9 @@ class Cluster:
         assert response.status_code < 300, f"{response.status_code} {response.text}"
         return dict(response.json())
 
-    def put_secret(self, name: str, values: dict[str, str], ns: str | None = None) -> dict[str, Any]:
+    def put_secret(
+        self, name: str, values: dict[str, str], ns: str | None = None
+    ) -> dict[str, Any]:
         ns = ns or self.ns
         data = {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
         existing = self.http.get(f"{SECRETS.format(ns=ns)}/{name}")
@@ -86,7 +90,9 @@ class Cluster:
     def delete_secret(self, name: str, ns: str | None = None) -> None:
         self.http.delete(f"{SECRETS.format(ns=ns or self.ns)}/{name}")
 
-    def create_grant(self, name: str, spec: dict[str, Any], ns: str | None = None) -> httpx.Response:
+    def create_grant(
+        self, name: str, spec: dict[str, Any], ns: str | None = None
+    ) -> httpx.Response:
         body = {
             "apiVersion": "lucidgrant.dev/v1alpha1",
             "kind": "LucidGrant",
@@ -99,7 +105,9 @@ class Cluster:
         response = self.http.get(f"{GRANTS.format(ns=ns or self.ns)}/{name}")
         return None if response.status_code == 404 else self._ok(response)
 
-    def patch_grant(self, name: str, patch: dict[str, Any], ns: str | None = None) -> dict[str, Any]:
+    def patch_grant(
+        self, name: str, patch: dict[str, Any], ns: str | None = None
+    ) -> dict[str, Any]:
         return self._ok(
             self.http.patch(
                 f"{GRANTS.format(ns=ns or self.ns)}/{name}",
@@ -175,7 +183,9 @@ class OperatorProcess:
 
     def ready(self) -> bool:
         if self.proc.poll() is not None:
-            raise AssertionError(f"operator exited with {self.proc.returncode}:\n{self.logs()[-3000:]}")
+            raise AssertionError(
+                f"operator exited with {self.proc.returncode}:\n{self.logs()[-3000:]}"
+            )
         try:
             return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
         except httpx.HTTPError:

@@ -47,7 +47,9 @@ def test_rotations_keep_the_one_live_token_in_the_secret(cluster, lucid, start_o
         time.sleep(0.2)
     assert len(seen) >= 6, f"saw {len(seen)} distinct live tokens in the Secret"
     info = lucid.grant_info(grant_id)
-    assert (cluster.secret("reporting-lucidgrant-state") or {})["refresh_token"] == info.refresh_token
+    assert (cluster.secret("reporting-lucidgrant-state") or {})[
+        "refresh_token"
+    ] == info.refresh_token
     assert lucid.invalid_grant_count == 0
     data = cluster.secret("lucid-token") or {}
     assert set(data) == {"access_token", "expires_at", "token_type"}
@@ -75,7 +77,9 @@ def test_code_bootstrap_is_exchanged(cluster, lucid, start_operator):
     assert lucid.invalid_grant_count == 0
 
 
-def test_outage_longer_than_token_lifetime_recovers_without_a_person(cluster, lucid, start_operator):
+def test_outage_longer_than_token_lifetime_recovers_without_a_person(
+    cluster, lucid, start_operator
+):
     grant_id = setup_grant(cluster, lucid)
     start_operator()
     wait_for(lambda: cluster.is_true("reporting", "Ready"), what="Ready")
@@ -92,7 +96,9 @@ def test_outage_longer_than_token_lifetime_recovers_without_a_person(cluster, lu
     assert {"RefreshFailing", "Recovered"} <= reasons
 
 
-def test_revocation_flags_reauthorization_and_a_new_bootstrap_clears_it(cluster, lucid, start_operator):
+def test_revocation_flags_reauthorization_and_a_new_bootstrap_clears_it(
+    cluster, lucid, start_operator
+):
     grant_id = setup_grant(cluster, lucid)
     start_operator()
     wait_for(lambda: cluster.is_true("reporting", "Ready"), what="Ready")
@@ -119,7 +125,9 @@ def test_flaky_invalid_grant_is_not_believed(cluster, lucid, start_operator):
     wait_for(lambda: cluster.is_true("reporting", "Ready"), what="Ready")
     rotations = lucid.grant_info(grant_id).rotations
     lucid.flaky_invalid_grant_next(1)
-    wait_for(lambda: lucid.grant_info(grant_id).rotations >= rotations + 3, timeout=40, what="rotations")
+    wait_for(
+        lambda: lucid.grant_info(grant_id).rotations >= rotations + 3, timeout=40, what="rotations"
+    )
     assert lucid.flaky_invalid_grant_count == 1
     assert not cluster.is_true("reporting", "ReauthorizationRequired")
 
@@ -151,7 +159,9 @@ def test_sigterm_in_the_middle_of_refreshes_loses_nothing(cluster, lucid, start_
     rotations = lucid.grant_info(grant_id).rotations
     # Lucid rotates at once but answers 2 s later: SIGTERM lands while the answer is on its way.
     lucid.slow(2.0, process_first=True)
-    cluster.patch_grant("reporting", {"metadata": {"annotations": {"lucidgrant.dev/refresh-now": "1"}}})
+    cluster.patch_grant(
+        "reporting", {"metadata": {"annotations": {"lucidgrant.dev/refresh-now": "1"}}}
+    )
     wait_for(lambda: lucid.grant_info(grant_id).rotations > rotations, timeout=5, what="rotation")
     assert first.stop(signal.SIGTERM) == 0
     lucid.clear_faults()
@@ -169,7 +179,10 @@ def test_bad_specs_are_refused_with_field_paths(cluster):
     assert response.status_code == 422
     assert "spec.tokenKind" in response.text
     response = cluster.create_grant(
-        "bad", grant_spec(authorization={"refreshTokenSecretRef": {"name": "a"}, "codeSecretRef": {"name": "b"}})
+        "bad",
+        grant_spec(
+            authorization={"refreshTokenSecretRef": {"name": "a"}, "codeSecretRef": {"name": "b"}}
+        ),
     )
     assert response.status_code == 422
     assert "exactly one of refreshTokenSecretRef or codeSecretRef" in response.text
@@ -191,16 +204,24 @@ def test_suspend_stops_and_refresh_now_forces(cluster, lucid, start_operator):
     cluster.patch_grant("reporting", {"spec": {"suspend": False}})
     wait_for(lambda: cluster.is_true("reporting", "Ready"), timeout=20, what="Ready after resume")
     rotations = lucid.grant_info(grant_id).rotations
-    cluster.patch_grant("reporting", {"metadata": {"annotations": {"lucidgrant.dev/refresh-now": "1"}}})
-    wait_for(lambda: lucid.grant_info(grant_id).rotations > rotations, timeout=3, what="forced refresh")
+    cluster.patch_grant(
+        "reporting", {"metadata": {"annotations": {"lucidgrant.dev/refresh-now": "1"}}}
+    )
     wait_for(
-        lambda: "lucidgrant.dev/refresh-now"
-        not in ((cluster.grant("reporting") or {})["metadata"].get("annotations") or {}),
+        lambda: lucid.grant_info(grant_id).rotations > rotations, timeout=3, what="forced refresh"
+    )
+    wait_for(
+        lambda: (
+            "lucidgrant.dev/refresh-now"
+            not in ((cluster.grant("reporting") or {})["metadata"].get("annotations") or {})
+        ),
         what="annotation removed",
     )
 
 
-def test_existing_secret_keeps_its_keys_and_foreign_secret_is_refused(cluster, lucid, start_operator):
+def test_existing_secret_keeps_its_keys_and_foreign_secret_is_refused(
+    cluster, lucid, start_operator
+):
     cluster.put_secret("lucid-token", {"other": "kept"})
     setup_grant(
         cluster,
@@ -225,7 +246,9 @@ def test_client_rejected_then_fixed(cluster, lucid, start_operator):
     setup_grant(cluster, lucid)
     cluster.put_secret("lucid-client", {"client_secret": "wrong-secret"})
     start_operator()
-    wait_for(lambda: (cluster.condition("reporting", "Ready") or {}).get("reason") == "ClientRejected")
+    wait_for(
+        lambda: (cluster.condition("reporting", "Ready") or {}).get("reason") == "ClientRejected"
+    )
     assert not cluster.is_true("reporting", "ReauthorizationRequired")
     cluster.put_secret("lucid-client", {"client_secret": CLIENT_SECRET})
     wait_for(lambda: cluster.is_true("reporting", "Ready"), what="Ready after fix")
@@ -255,9 +278,13 @@ def test_scopes_beyond_the_grant_need_reauthorization(cluster, lucid, start_oper
     setup_grant(cluster, lucid)
     start_operator()
     wait_for(lambda: cluster.is_true("reporting", "Ready"), what="Ready")
-    cluster.patch_grant("reporting", {"spec": {"scopes": ["lucidchart.document.content", "offline_access"]}})
+    cluster.patch_grant(
+        "reporting", {"spec": {"scopes": ["lucidchart.document.content", "offline_access"]}}
+    )
     wait_for(
-        lambda: (cluster.condition("reporting", "ReauthorizationRequired") or {}).get("reason")
-        == "ScopesChanged"
+        lambda: (
+            (cluster.condition("reporting", "ReauthorizationRequired") or {}).get("reason")
+            == "ScopesChanged"
+        )
     )
     assert cluster.is_true("reporting", "Ready")

@@ -18,6 +18,7 @@ import yaml
 from kubernetes import client, config, watch
 from kubernetes.client import ApiClient, ApiException
 
+from lucidgrant.testbed.kube_cel import CelSyntaxError, compile_rule
 from lucidgrant.testbed.kubeapi import KubeAPI
 from lucidgrant.testbed.threaded import ServiceThread, running_in_thread
 
@@ -141,12 +142,13 @@ def custom(api: ApiClient) -> Any:
 
 def new_client(config_file: str) -> Any:
     """An ApiClient from a kubeconfig, exactly as an operator would build one."""
-    api_client: Any = config.new_client_from_config(config_file=config_file)  # type: ignore[no-untyped-call]
-    return api_client
+    new: Any = config.new_client_from_config  # untyped in the kubernetes package
+    return new(config_file=config_file)
 
 
 def watch_stream(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
-    stream: Iterator[dict[str, Any]] = watch.Watch().stream(fn, *args, **kwargs)  # type: ignore[no-untyped-call]
+    watcher: Any = watch.Watch()  # type: ignore[no-untyped-call]
+    stream: Iterator[dict[str, Any]] = watcher.stream(fn, *args, **kwargs)
     return stream
 
 
@@ -213,6 +215,31 @@ class Background:
         return not self.thread.is_alive()
 
 
+@pytest.mark.parametrize(
+    ("rule", "value", "expected"),
+    [
+        ("has(self.a) != has(self.b)", {"a": 1}, True),
+        ("has(self.a) != has(self.b)", {"a": 1, "b": 2}, False),
+        ("has(self.x.y)", {"x": {"y": None}}, True),
+        ("!has(self.x)", {"x": 1}, False),
+        ("self.x == 'lit'", {"x": "lit"}, True),
+        ('self.x != "lit"', {"x": "lit"}, False),
+        ("has(self.x) && self.x == 'a' || !has(self.x)", {}, True),
+        ("has(self.x) && (self.x == 'a' || self.x == 'b')", {"x": "c"}, False),
+        ("size(self.x) > 0", {"x": []}, False),
+        ("self.x.size() >= 2 && self.n <= 3", {"x": "ab", "n": 3}, True),
+    ],
+)
+def test_cel_subset(rule: str, value: Any, expected: bool) -> None:
+    assert compile_rule(rule)(value) is expected
+
+
+def test_cel_outside_the_subset_does_not_compile() -> None:
+    for rule in ("self.all(x, x > 0)", "self.x in ['a']", "self.x + 1 > 2", "oldSelf == self"):
+        with pytest.raises(CelSyntaxError):
+            compile_rule(rule)
+
+
 # --- discovery and paths ---------------------------------------------------------------------
 
 
@@ -243,6 +270,8 @@ def test_discovery(api: ApiClient, kube: KubeAPI) -> None:
     assert by_name["widgets"].kind == "Widget"
     assert by_name["widgets"].short_names == ["wi"]
     assert by_name["widgets"].singular_name == "widget"
+    coordination: Any = client.CoordinationApi(api)
+    assert coordination.get_api_group().preferred_version.version == "v1"
     leases = client.CoordinationV1Api(api).get_api_resources().resources
     assert [r.name for r in leases] == ["leases"]
 
@@ -718,23 +747,10 @@ def test_owner_references_are_garbage_collected(core: Any, custom: Any, kube: Ku
         "default", {"metadata": {"name": "shared", "ownerReferences": [ref(owner), ref(other)]}}
     )
     core.create_namespaced_secret("default", {"metadata": {"name": "free"}})
+    owned = core.read_namespaced_secret("owned", "default")
+    secret_ref = {"apiVersion": "v1", "kind": "Secret", "name": "owned", "uid": owned.metadata.uid}
     core.create_namespaced_config_map(
-        "default",
-        {
-            "metadata": {
-                "name": "grandchild",
-                "ownerReferences": [
-                    {
-                        "apiVersion": "v1",
-                        "kind": "Secret",
-                        "name": "owned",
-                        "uid": kube.get_object("", "secrets", "default", "owned")["metadata"][  # type: ignore[index]
-                            "uid"
-                        ],
-                    }
-                ],
-            }
-        },
+        "default", {"metadata": {"name": "grandchild", "ownerReferences": [secret_ref]}}
     )
 
     custom.delete_namespaced_custom_object(GROUP, VERSION, "default", "widgets", "owner")
@@ -982,7 +998,7 @@ def test_request_log_and_direct_access(kube: KubeAPI, core: Any, custom: Any) ->
     stored = kube.get_object(GROUP, "widgets", "default", "w")
     assert stored is not None and stored["status"] == {"count": 1}
     stored["status"] = {"count": 99}  # a copy: the server's object is untouched
-    assert kube.get_object(GROUP, "widgets", "default", "w")["status"] == {"count": 1}  # type: ignore[index]
+    assert kube.get_object(GROUP, "widgets", "default", "w") == {**stored, "status": {"count": 1}}
     assert [o["metadata"]["name"] for o in kube.list_objects("", "namespaces")] == [
         "default",
         "kube-public",

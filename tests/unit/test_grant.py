@@ -37,7 +37,12 @@ def test_defaults():
         ({"accessTokenSecret": {"name": "Bad_Name"}}, "spec.accessTokenSecret.name"),
         ({"authorization": {}}, "spec.authorization"),
         (
-            {"authorization": {"refreshTokenSecretRef": {"name": "a"}, "codeSecretRef": {"name": "b"}}},
+            {
+                "authorization": {
+                    "refreshTokenSecretRef": {"name": "a"},
+                    "codeSecretRef": {"name": "b"},
+                }
+            },
             "spec.authorization",
         ),
         ({"authorization": {"codeSecretRef": {"name": "c"}}}, "spec.redirectUri"),

@@ -26,7 +26,9 @@ def test_outage_is_not_reauthorization():
 
 
 def test_reauth_shows_link():
-    st = status_for(Outcome(reauth=("InvalidGrant", "authorize again"), authorization_url="https://x/a"))
+    st = status_for(
+        Outcome(reauth=("InvalidGrant", "authorize again"), authorization_url="https://x/a")
+    )
     assert condition_of(st, "ReauthorizationRequired")["status"] == "True"
     assert st["authorizationURL"] == "https://x/a"
 
@@ -36,7 +38,9 @@ def test_no_patch_when_nothing_changed_and_transition_time_kept():
     first = status_for(outcome)
     later = desired_status(outcome, first, 3, NOW + 50, rfc3339)
     assert status_diff(first, later) is None
-    assert later["conditions"][0]["lastTransitionTime"] == first["conditions"][0]["lastTransitionTime"]
+    assert (
+        later["conditions"][0]["lastTransitionTime"] == first["conditions"][0]["lastTransitionTime"]
+    )
 
 
 def test_patch_carries_only_changes_and_deletes():

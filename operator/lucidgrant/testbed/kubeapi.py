@@ -474,10 +474,15 @@ class KubeAPI:
             if matcher is None or matcher(obj)
         ]
         metadata: JSON = {"resourceVersion": str(self.store.rv)}
-        limit = int(request.query.get("limit") or 0)
+        limit = int(_number(request.query.get("limit") or "0"))
         token = request.query.get("continue")
         if token:
-            after = tuple(json.loads(base64.b64decode(token)))
+            try:
+                after = tuple(json.loads(base64.b64decode(token)))
+            except ValueError:
+                raise ApiError(
+                    410, "Expired", "the provided continue parameter is invalid"
+                ) from None
             items = [o for o in items if _list_key(o) > after]
         if limit and len(items) > limit:
             metadata["remainingItemCount"] = len(items) - limit
@@ -502,7 +507,7 @@ class KubeAPI:
         )
         bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
         send_initial = query.get("sendInitialEvents") in ("true", "1")
-        timeout = float(query["timeoutSeconds"]) if query.get("timeoutSeconds") else None
+        timeout = _number(query["timeoutSeconds"]) if query.get("timeoutSeconds") else None
         api_version = rt.api_version(target.version)
         gone: Gone | None = None
         watcher: Watcher | None = None
@@ -546,7 +551,10 @@ class KubeAPI:
         while True:
             wait = min(deadline, next_bookmark) - loop.time()
             try:
-                item = await asyncio.wait_for(watcher.queue.get(), max(wait, 0.0))
+                if watcher.queue.empty():
+                    item = await asyncio.wait_for(watcher.queue.get(), max(wait, 0.0))
+                else:  # a burst: skip wait_for's per-call cost
+                    item = watcher.queue.get_nowait()
             except TimeoutError:
                 if loop.time() >= deadline:
                     return
@@ -577,6 +585,13 @@ class KubeAPI:
             "object": {"kind": kind, "apiVersion": api_version, "metadata": metadata},
         }
         return dumps(event) + b"\n"
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise bad_request(f"invalid number {text!r}") from None
 
 
 def _list_key(obj: JSON) -> tuple[str, str]:

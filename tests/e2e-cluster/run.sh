@@ -1,0 +1,305 @@
+#!/usr/bin/env bash
+# End to end on a real Kubernetes cluster (kind): builds the image, deploys the operator with
+# kustomize and the Lucid emulator beside it, then checks one rotation and one re-authorization.
+# Prints PASS or FAIL and deletes the cluster (KEEP_CLUSTER=1 keeps it).
+#
+#   tests/e2e-cluster/run.sh            # the whole run (needs docker, kind, kubectl)
+#   tests/e2e-cluster/run.sh --render   # only print the manifests it would apply
+#
+# Never run by `make test` (no cluster there); see tests/e2e-cluster/README.md.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+CLUSTER="${CLUSTER:-lucidgrant-e2e}"
+# The tag deploy/base/deployment.yaml uses, so that the loaded image is the one that runs.
+IMAGE="${IMAGE:-ghcr.io/lucidgrant/lucidgrant:0.1.0}"
+KEEP_CLUSTER="${KEEP_CLUSTER:-0}"
+OPERATOR_NS=lucidgrant-system
+EMULATOR_NS=lucid-emulator
+GRANT_NS=lucidgrant-e2e
+GRANT=e2e
+CLIENT_ID=demo
+CLIENT_SECRET=demo-secret
+ACCESS_TTL=120 # seconds: a refresh every ~80 s (refreshBefore is capped at a third of it)
+
+WORK="$(mktemp -d)"
+CLUSTER_CREATED=0
+
+log() { printf '[e2e %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# The kustomization this run applies: the CRD and the operator's base from this checkout, the
+# emulator, the operator pointed at the emulator. The ServiceMonitor is left out (kind has no
+# Prometheus Operator CRDs), and so is the PrometheusRule.
+render_kustomization() {
+    local dir="$WORK/kustomize"
+    mkdir -p "$dir"
+    # kustomize takes no absolute paths and no parent folder of the kustomization: symlinks.
+    ln -s "$ROOT/crds" "$dir/crds"
+    ln -s "$ROOT/deploy/base" "$dir/base"
+    cat >"$dir/kustomization.yaml" <<EOF
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - crds
+  - base
+  - emulator.yaml
+patches:
+  - path: operator-env.yaml
+  - patch: |-
+      \$patch: delete
+      apiVersion: monitoring.coreos.com/v1
+      kind: ServiceMonitor
+      metadata:
+        name: lucidgrant
+        namespace: $OPERATOR_NS
+EOF
+    cat >"$dir/operator-env.yaml" <<EOF
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: lucidgrant
+  namespace: $OPERATOR_NS
+spec:
+  template:
+    spec:
+      containers:
+        - name: operator
+          imagePullPolicy: Never
+          env:
+            - name: LUCIDGRANT_LUCID_API_URL
+              value: http://lucid-emulator.$EMULATOR_NS.svc:8080
+            - name: LUCIDGRANT_LUCID_APP_URL
+              value: http://lucid-emulator.$EMULATOR_NS.svc:8080
+EOF
+    cat >"$dir/emulator.yaml" <<EOF
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: $EMULATOR_NS
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: lucid-emulator
+  namespace: $EMULATOR_NS
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: lucid-emulator}
+  template:
+    metadata:
+      labels: {app: lucid-emulator}
+    spec:
+      automountServiceAccountToken: false
+      securityContext:
+        runAsNonRoot: true
+        runAsUser: 65532
+        seccompProfile: {type: RuntimeDefault}
+      containers:
+        - name: emulator
+          image: $IMAGE
+          imagePullPolicy: Never
+          command: [python, -m, lucidgrant.testbed.lucid]
+          args:
+            - --host=0.0.0.0
+            - --port=8080
+            - --access-ttl=$ACCESS_TTL
+            - --refresh-ttl=3600
+            - --client=$CLIENT_ID:$CLIENT_SECRET
+          ports:
+            - {name: http, containerPort: 8080}
+          readinessProbe:
+            httpGet: {path: /_emulator/stats, port: http}
+            periodSeconds: 2
+          securityContext:
+            allowPrivilegeEscalation: false
+            readOnlyRootFilesystem: true
+            capabilities: {drop: [ALL]}
+          volumeMounts:
+            - {name: tmp, mountPath: /tmp}
+      volumes:
+        - {name: tmp, emptyDir: {}}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: lucid-emulator
+  namespace: $EMULATOR_NS
+spec:
+  selector: {app: lucid-emulator}
+  ports:
+    - {name: http, port: 8080, targetPort: http}
+EOF
+    printf '%s\n' "$dir"
+}
+
+# emulator PATH [JSON-BODY [FIELD]]: call the emulator's control API from inside its pod (the
+# image has Python; nothing but kubectl is needed here). Prints the answer, or one field of it.
+emulator() {
+    kubectl -n "$EMULATOR_NS" exec deploy/lucid-emulator -- python -c '
+import json, sys, urllib.request
+path, body, field = (sys.argv[1:] + ["", ""])[:3]
+request = urllib.request.Request(
+    "http://127.0.0.1:8080" + path,
+    data=body.encode() if body else None,
+    headers={"Content-Type": "application/json"},
+    method="POST" if body else "GET",
+)
+answer = json.loads(urllib.request.urlopen(request, timeout=10).read())
+print(answer[field] if field else json.dumps(answer))
+' "$@"
+}
+
+grant_field() { # grant_field JSONPATH
+    kubectl -n "$GRANT_NS" get lucidgrant "$GRANT" -o "jsonpath=$1"
+}
+
+secret_field() { # secret_field SECRET KEY: the decoded value
+    kubectl -n "$GRANT_NS" get secret "$1" -o "jsonpath={.data.$2}" | base64 -d
+}
+
+# wait_until SECONDS DESCRIPTION COMMAND...: retry COMMAND every 2 s until it succeeds.
+wait_until() {
+    local deadline=$((SECONDS + $1)) what="$2"
+    shift 2
+    until "$@"; do
+        if ((SECONDS >= deadline)); then
+            log "timed out waiting for: $what"
+            return 1
+        fi
+        sleep 2
+    done
+}
+
+refreshed_since() { # refreshed_since TIME: lastRefreshTime is set and differs from TIME
+    local now
+    now="$(grant_field '{.status.lastRefreshTime}')"
+    [[ -n "$now" && "$now" != "$1" ]]
+}
+
+diagnostics() {
+    log "diagnostics"
+    kubectl -n "$GRANT_NS" get lucidgrant "$GRANT" -o yaml || true
+    kubectl -n "$GRANT_NS" get events --sort-by=.lastTimestamp || true
+    kubectl -n "$OPERATOR_NS" get pods -o wide || true
+    kubectl -n "$OPERATOR_NS" get lease lucidgrant-leader -o yaml || true
+    kubectl -n "$OPERATOR_NS" logs -l app.kubernetes.io/name=lucidgrant --tail=200 \
+        --prefix || true
+    emulator /_emulator/stats || true
+}
+
+finish() {
+    local rc=$?
+    trap - EXIT
+    if ((rc == 0)); then
+        echo "PASS"
+    else
+        if ((CLUSTER_CREATED)); then
+            diagnostics >&2
+        fi
+        echo "FAIL"
+    fi
+    if ((CLUSTER_CREATED)) && [[ "$KEEP_CLUSTER" != 1 ]]; then
+        kind delete cluster --name "$CLUSTER" || true
+    fi
+    rm -rf "$WORK"
+    exit "$rc"
+}
+
+main() {
+    local tool
+    for tool in docker kind kubectl; do
+        command -v "$tool" >/dev/null || {
+            log "$tool is required"
+            return 1
+        }
+    done
+
+    log "creating kind cluster $CLUSTER"
+    kind create cluster --name "$CLUSTER" --wait 120s
+    CLUSTER_CREATED=1
+    kubectl config use-context "kind-$CLUSTER" >/dev/null
+
+    log "building $IMAGE"
+    docker build -t "$IMAGE" "$ROOT"
+    kind load docker-image "$IMAGE" --name "$CLUSTER"
+
+    log "deploying the operator and the Lucid emulator"
+    local dir
+    dir="$(render_kustomization)"
+    kubectl apply -k "$dir"
+    kubectl wait --for=condition=Established --timeout=60s crd/lucidgrants.lucidgrant.dev
+    kubectl -n "$EMULATOR_NS" rollout status deploy/lucid-emulator --timeout=180s
+    kubectl -n "$OPERATOR_NS" rollout status deploy/lucidgrant --timeout=180s
+
+    log "issuing a grant at the emulator (as if a person had authorized)"
+    local refresh_token
+    refresh_token="$(emulator /_emulator/grants \
+        "{\"client_id\": \"$CLIENT_ID\", \"scopes\": [\"lucidchart.document.content:readonly\", \"offline_access\"]}" \
+        refresh_token)"
+    [[ -n "$refresh_token" ]]
+
+    log "creating the client Secret, the bootstrap Secret and the LucidGrant"
+    kubectl create namespace "$GRANT_NS"
+    # Through stdin, so that no token shows up in a process list.
+    kubectl apply -f - <<EOF
+apiVersion: v1
+kind: Secret
+metadata: {name: lucid-oauth-client, namespace: $GRANT_NS}
+stringData: {client_id: $CLIENT_ID, client_secret: $CLIENT_SECRET}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: lucid-bootstrap, namespace: $GRANT_NS}
+stringData: {refresh_token: "$refresh_token"}
+---
+apiVersion: lucidgrant.dev/v1alpha1
+kind: LucidGrant
+metadata: {name: $GRANT, namespace: $GRANT_NS}
+spec:
+  clientSecretRef: {name: lucid-oauth-client}
+  scopes: [lucidchart.document.content:readonly, offline_access]
+  authorization:
+    refreshTokenSecretRef: {name: lucid-bootstrap}
+  accessTokenSecret: {name: lucid-token}
+EOF
+
+    log "waiting for Ready"
+    kubectl -n "$GRANT_NS" wait --for=condition=Ready --timeout=180s "lucidgrant/$GRANT"
+    local first_refresh first_token
+    first_refresh="$(grant_field '{.status.lastRefreshTime}')"
+    first_token="$(secret_field lucid-token access_token)"
+    [[ -n "$first_refresh" && -n "$first_token" ]]
+    log "Ready; last refresh at $first_refresh"
+
+    log "waiting for a rotation (access tokens live ${ACCESS_TTL}s)"
+    wait_until $((ACCESS_TTL * 3)) "a rotation" refreshed_since "$first_refresh"
+    log "rotated at $(grant_field '{.status.lastRefreshTime}')"
+    wait_until 30 "the new access token in lucid-token" \
+        test "$(secret_field lucid-token access_token)" != "$first_token"
+    local invalid_grants
+    invalid_grants="$(emulator /_emulator/stats '' invalid_grant_count)"
+    [[ "$invalid_grants" == 0 ]] || {
+        log "the emulator answered invalid_grant $invalid_grants times"
+        return 1
+    }
+    [[ "$(grant_field '{.status.conditions[?(@.type=="ReauthorizationRequired")].status}')" != True ]]
+
+    log "revoking the grant at the emulator"
+    emulator /_emulator/revoke "{\"token\": \"$refresh_token\"}" >/dev/null
+    # Refresh now instead of at the next due time; the operator removes the annotation.
+    kubectl -n "$GRANT_NS" annotate --overwrite "lucidgrant/$GRANT" \
+        "lucidgrant.dev/refresh-now=$(date +%s)"
+    kubectl -n "$GRANT_NS" wait --for=condition=ReauthorizationRequired=True --timeout=300s \
+        "lucidgrant/$GRANT"
+    log "ReauthorizationRequired: $(grant_field \
+        '{.status.conditions[?(@.type=="ReauthorizationRequired")].reason}')"
+}
+
+if [[ "${1:-}" == "--render" ]]; then
+    trap 'rm -rf "$WORK"' EXIT
+    kubectl kustomize "$(render_kustomization)"
+    exit 0
+fi
+trap finish EXIT
+main
