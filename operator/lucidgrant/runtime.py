@@ -17,6 +17,7 @@ from lucidgrant.config import Settings
 from lucidgrant.engine import Engine
 from lucidgrant.grant import GrantSpec
 from lucidgrant.kube import Kube
+from lucidgrant.leader import LeaderElector
 from lucidgrant.lucid import LucidClient
 from lucidgrant.metrics import Metrics
 from lucidgrant.scheduler import Scheduler
@@ -52,14 +53,35 @@ class Runtime:
         self.started = False
         self._tasks: list[asyncio.Task[Any]] = []
         self._web: web.AppRunner | None = None
+        self.elector: LeaderElector | None = None
+        if settings.leader_election:
+            self.scheduler.active.clear()
+            self.elector = LeaderElector(
+                kube,
+                settings.pod_namespace,
+                settings.lease_name,
+                settings.identity,
+                settings.lease_duration,
+                self._leading,
+            )
+        self.metrics.leader.set(0 if self.elector else 1)
 
     async def start(self) -> None:
         self._web = web.AppRunner(make_app(self), access_log=None)
         await self._web.setup()
         await web.TCPSite(self._web, self.settings.http_host, self.settings.http_port).start()
         self._tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
+        if self.elector is not None:
+            self._tasks.append(asyncio.create_task(self.elector.run(), name="leader election"))
         self.started = True
         log.info("lucidgrant started as %s", self.settings.identity)
+
+    def _leading(self, leader: bool) -> None:
+        self.metrics.leader.set(1 if leader else 0)
+        if leader:
+            self.scheduler.active.set()
+        else:
+            self.scheduler.active.clear()
 
     async def stop(self) -> None:
         left = await self.scheduler.stop(self.settings.shutdown_grace)
@@ -68,6 +90,8 @@ class Runtime:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.elector is not None:
+            await self.elector.release()
         if self._web is not None:
             await self._web.cleanup()
         await self.http.aclose()

@@ -68,7 +68,12 @@ class Scheduler:
         while not self._stopping:
             await self.active.wait()
             now = self._clock()
-            while self._heap and self._heap[0][0] <= now and not self._stopping:
+            while (
+                self._heap
+                and self._heap[0][0] <= now
+                and self.active.is_set()
+                and not self._stopping
+            ):
                 at, _, key = heapq.heappop(self._heap)
                 if self._due.get(key) != at:
                     continue  # superseded by an earlier or later wake
@@ -116,7 +121,7 @@ class Scheduler:
         to finish; return how many were still running at the deadline."""
         self._stopping = True
         self._wakeup.set()
-        self.active.set()
+        self.active.set()  # so that run() sees _stopping and ends
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
             return len(pending)

@@ -177,6 +177,12 @@ refreshed_since() { # refreshed_since TIME: lastRefreshTime is set and differs f
     [[ -n "$now" && "$now" != "$1" ]]
 }
 
+token_changed_from() { # token_changed_from TOKEN: lucid-token holds another access token
+    local now
+    now="$(secret_field lucid-token access_token)"
+    [[ -n "$now" && "$now" != "$1" ]]
+}
+
 diagnostics() {
     log "diagnostics"
     kubectl -n "$GRANT_NS" get lucidgrant "$GRANT" -o yaml || true
@@ -221,7 +227,8 @@ main() {
     kubectl config use-context "kind-$CLUSTER" >/dev/null
 
     log "building $IMAGE"
-    docker build -t "$IMAGE" "$ROOT"
+    # The Dockerfile bind-mounts the builder's wheels (RUN --mount): BuildKit.
+    DOCKER_BUILDKIT=1 docker build -t "$IMAGE" "$ROOT"
     kind load docker-image "$IMAGE" --name "$CLUSTER"
 
     log "deploying the operator and the Lucid emulator"
@@ -275,8 +282,7 @@ EOF
     log "waiting for a rotation (access tokens live ${ACCESS_TTL}s)"
     wait_until $((ACCESS_TTL * 3)) "a rotation" refreshed_since "$first_refresh"
     log "rotated at $(grant_field '{.status.lastRefreshTime}')"
-    wait_until 30 "the new access token in lucid-token" \
-        test "$(secret_field lucid-token access_token)" != "$first_token"
+    wait_until 30 "the new access token in lucid-token" token_changed_from "$first_token"
     local invalid_grants
     invalid_grants="$(emulator /_emulator/stats '' invalid_grant_count)"
     [[ "$invalid_grants" == 0 ]] || {
@@ -292,8 +298,9 @@ EOF
         "lucidgrant.dev/refresh-now=$(date +%s)"
     kubectl -n "$GRANT_NS" wait --for=condition=ReauthorizationRequired=True --timeout=300s \
         "lucidgrant/$GRANT"
-    log "ReauthorizationRequired: $(grant_field \
-        '{.status.conditions[?(@.type=="ReauthorizationRequired")].reason}')"
+    local reason
+    reason="$(grant_field '{.status.conditions[?(@.type=="ReauthorizationRequired")].reason}')"
+    log "ReauthorizationRequired=True, reason $reason"
 }
 
 if [[ "${1:-}" == "--render" ]]; then

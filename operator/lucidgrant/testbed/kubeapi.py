@@ -194,6 +194,7 @@ class KubeAPI:
         for doc in _crd_documents(self._crd_paths):
             self.store.create(crds, "", doc, "v1")
         app = web.Application(client_max_size=4 * 1024 * 1024)
+        app.router.add_get("/_emulator/stats", self._emulator_stats)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         # handler_cancellation: a client that hangs up ends its watch handler at once.
         self._runner = web.AppRunner(
@@ -256,6 +257,17 @@ class KubeAPI:
 
     def counts(self) -> Counter[tuple[str, str]]:
         return Counter((r.verb, r.resource) for r in list(self.requests))
+
+    async def _emulator_stats(self, _: web.Request) -> web.Response:
+        """Request counts for processes that cannot call `counts()` (the benchmark): one row per
+        (verb, resource, subresource, code). Not a Kubernetes path, and not recorded itself."""
+        rows = Counter((r.verb, r.resource, r.subresource, r.code) for r in list(self.requests))
+        return _json(
+            {
+                "requests": [[*row, n] for row, n in sorted(rows.items())],
+                "resource_version": self.store.rv,
+            }
+        )
 
     def drop_watches(self) -> int:
         """Cut every open watch stream abruptly; returns how many. Callable from any thread."""
@@ -549,6 +561,8 @@ class KubeAPI:
         deadline = loop.time() + timeout if timeout else float("inf")
         next_bookmark = loop.time() + self.bookmark_interval if bookmarks else float("inf")
         while True:
+            if loop.time() >= deadline:
+                return
             wait = min(deadline, next_bookmark) - loop.time()
             try:
                 if watcher.queue.empty():
@@ -557,7 +571,7 @@ class KubeAPI:
                     item = watcher.queue.get_nowait()
             except TimeoutError:
                 if loop.time() >= deadline:
-                    return
+                    continue
                 # The queue is empty: every event up to the current resourceVersion is sent.
                 await response.write(self._bookmark(watcher, api_version))
                 next_bookmark = loop.time() + self.bookmark_interval

@@ -1,0 +1,1 @@
+"""The lucidgrant benchmark: `make bench` (`python -m bench --help`)."""
