@@ -50,14 +50,20 @@ class Proc:
     or given (the operator)."""
 
     def __init__(
-        self, name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None
+        self,
+        name: str,
+        argv: list[str],
+        log_dir: Path,
+        env: dict[str, str] | None = None,
+        *,
+        prints_url: bool = True,
     ) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log: IO[bytes] = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             argv,
-            stdout=subprocess.PIPE,
+            stdout=subprocess.PIPE if prints_url else self._log,
             stderr=self._log,
             env={**os.environ, **(env or {})},
             cwd=ROOT,
@@ -174,6 +180,7 @@ def start_operator(
         [sys.executable, "-m", "lucidgrant", "run", "--namespace", "default"],
         log_dir,
         env,
+        prints_url=False,
     )
     proc.url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

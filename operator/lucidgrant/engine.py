@@ -113,6 +113,19 @@ class Engine:
             self.cache.secrets[key] = fetched
         return self.cache.secret(key)[1]
 
+    async def client_credentials(self, key: Key) -> ClientCredentials | None:
+        """The grant's client credentials from its client Secret (for the authorization flow)."""
+        record = self.cache.grants.get(key)
+        spec = record.spec() if record is not None else None
+        if not isinstance(spec, GrantSpec):
+            return None
+        secret = await self._secret(key[0], spec.client_secret_name)
+        client_id = secret_value(secret, spec.client_id_key)
+        client_secret = secret_value(secret, spec.client_secret_key)
+        if not client_id or not client_secret:
+            return None
+        return ClientCredentials(client_id, client_secret)
+
     def _remember(self, secret: dict[str, Any]) -> GrantState:
         self.cache.observe_secret(secret)
         return parse_state(secret)
@@ -739,9 +752,11 @@ class Engine:
             if type_ == REAUTH and new["status"] == "False":
                 continue
             kind = "Normal" if (type_ == READY) == (new["status"] == "True") else "Warning"
-            await post_event(
-                self.kube, record.body, kind, str(new["reason"]), str(new["message"]), now
-            )
+            message = str(new["message"])
+            url = self.authorization_url(record.body) if type_ == REAUTH else None
+            if url:
+                message = f"{message} Authorize at {url}."
+            await post_event(self.kube, record.body, kind, str(new["reason"]), message, now)
 
 
 class _RotatedElsewhere(LucidError):

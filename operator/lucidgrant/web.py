@@ -1,4 +1,5 @@
-"""The operator's HTTP endpoints: /healthz (liveness), /readyz (readiness), /metrics."""
+"""The operator's HTTP endpoints: /healthz (liveness), /readyz (readiness), /metrics, and the
+authorization flow's /authorize and /callback when LUCIDGRANT_EXTERNAL_URL is set."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from lucidgrant.authflow import add_routes as add_authflow_routes
 
 if TYPE_CHECKING:
     from lucidgrant.runtime import Runtime
@@ -36,4 +39,6 @@ def make_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    if runtime.settings.external_url:
+        add_authflow_routes(app, runtime)
     return app

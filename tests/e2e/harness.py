@@ -154,7 +154,7 @@ class OperatorProcess:
     """The real operator (`python -m lucidgrant run`) in a subprocess, logging to a file."""
 
     def __init__(self, kubeconfig: Path, lucid_url: str, log_path: Path, **env: str) -> None:
-        self.port = free_port()
+        self.port = int(env.get("LUCIDGRANT_HTTP_PORT") or free_port())
         self.log_path = log_path
         full_env = {
             **os.environ,

@@ -193,12 +193,14 @@ def test_real_prometheus_scrapes_and_fires_reauthorization(prometheus: str) -> N
         (alert,) = firing
         assert alert["labels"]["reason"] == "InvalidGrant"
         assert alert["labels"]["severity"] == "critical"
-        assert "kubectl lucidgrant authorize reporting -n analytics" in (
-            alert["annotations"]["description"]
+        assert (
+            "kubectl lucidgrant authorize reporting -n analytics"
+            in (alert["annotations"]["description"])
         )
         # Every rule of the file was loaded and evaluates cleanly against real series.
         assert {r["name"] for r in rules} == {
-            rule["alert"] for group in yaml.safe_load(RULES.read_text())["groups"]
+            rule["alert"]
+            for group in yaml.safe_load(RULES.read_text())["groups"]
             for rule in group["rules"]
         }
         # The operator-wide series arrive with their exported names.
