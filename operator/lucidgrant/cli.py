@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import click
 import kopf
 
 from lucidgrant import __version__
 from lucidgrant.config import Settings
+from lucidgrant.laptop import authorize_options, run_authorize
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -59,3 +61,10 @@ def demo_command(duration: float, access_ttl: float) -> None:
     from lucidgrant.demo import run_demo
 
     run_demo(duration, access_ttl)
+
+
+@main.command()
+@authorize_options
+def authorize(**options: Any) -> None:
+    """Authorize the LucidGrant NAME in a browser and write its bootstrap Secret."""
+    run_authorize(**options)

@@ -81,7 +81,10 @@ class Runtime:
         if leader:
             self.scheduler.active.set()
         else:
+            # A standby's per-grant series would go stale: only the leader exports them.
             self.scheduler.active.clear()
+            for key in self.cache.grants:
+                self.metrics.forget_grant(*key)
 
     async def stop(self) -> None:
         left = await self.scheduler.stop(self.settings.shutdown_grace)

@@ -438,6 +438,8 @@ def test_selectors_find_the_operator_pods() -> None:
     assert _matches(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
     assert monitor["spec"]["endpoints"][0]["port"] == "http"
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    # The alert rules group by the grants' own `namespace` label.
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
 
 
 def test_everything_lives_in_the_operator_namespace() -> None:

@@ -207,6 +207,8 @@ finish() {
     fi
     if ((CLUSTER_CREATED)) && [[ "$KEEP_CLUSTER" != 1 ]]; then
         kind delete cluster --name "$CLUSTER" || true
+    elif ((CLUSTER_CREATED)); then
+        log "cluster kept: kind delete cluster --name $CLUSTER"
     fi
     rm -rf "$WORK"
     exit "$rc"

@@ -40,10 +40,12 @@ def start_operator(
     the test saw reached a log line, an event or a status."""
     started: list[OperatorProcess] = []
 
-    def start(**env: str) -> OperatorProcess:
-        proc = OperatorProcess(
-            kube_api[1], lucid.url, tmp_path / f"operator-{len(started)}.log", **env
-        )
+    def start(*args: str, **env: str) -> OperatorProcess:
+        log = tmp_path / f"operator-{len(started)}.log"
+        if args:
+            proc = OperatorProcess(kube_api[1], lucid.url, log, args, **env)
+        else:
+            proc = OperatorProcess(kube_api[1], lucid.url, log, **env)
         started.append(proc)
         return proc
 

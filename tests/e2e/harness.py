@@ -25,6 +25,7 @@ CLIENT_ID = "client-1"
 CLIENT_SECRET = "csecret-Very-Secret-1"
 SCOPES = ["lucidchart.document.content:readonly", "offline_access"]
 
+TEST_AGENT = "lucidgrant-tests"
 T = TypeVar("T")
 
 
@@ -52,7 +53,7 @@ class Cluster:
     """The emulated API server through plain HTTP, as a person's kubectl would see it."""
 
     def __init__(self, url: str, namespace: str = "default") -> None:
-        self.http = httpx.Client(base_url=url, timeout=10)
+        self.http = httpx.Client(base_url=url, timeout=10, headers={"User-Agent": TEST_AGENT})
         self.ns = namespace
 
     def _ok(self, response: httpx.Response) -> dict[str, Any]:
@@ -153,7 +154,14 @@ def grant_spec(**over: Any) -> dict[str, Any]:
 class OperatorProcess:
     """The real operator (`python -m lucidgrant run`) in a subprocess, logging to a file."""
 
-    def __init__(self, kubeconfig: Path, lucid_url: str, log_path: Path, **env: str) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        lucid_url: str,
+        log_path: Path,
+        args: tuple[str, ...] = ("--namespace", "default"),
+        **env: str,
+    ) -> None:
         self.port = int(env.get("LUCIDGRANT_HTTP_PORT") or free_port())
         self.log_path = log_path
         full_env = {
@@ -169,7 +177,7 @@ class OperatorProcess:
         full_env.pop("KUBERNETES_SERVICE_HOST", None)
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lucidgrant", "run", "--namespace", "default"],
+            [sys.executable, "-m", "lucidgrant", "run", *args],
             env=full_env,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -70,6 +70,8 @@ class RequestRecord:
     namespace: str
     name: str
     code: int = 0
+    # Tells the operator's calls from a test's own in an RBAC check.
+    user_agent: str = ""
 
 
 @dataclass
@@ -337,6 +339,7 @@ class KubeAPI:
             target.subresource,
             target.namespace or "",
             target.name or "",
+            user_agent=request.headers.get("User-Agent", ""),
         )
         self.requests.append(record)
         return record

@@ -1,0 +1,301 @@
+"""`python -m bench`: N grants, the real operator for a fixed time, and the figures.
+
+One run per size: start the Kubernetes API emulator and the Lucid emulator (each its own
+process), create N grants, start the operator, and poll Lucid's refresh log while the operator
+adopts every grant and then keeps refreshing them. The steady-state window starts once every
+grant has been adopted; calls, CPU and refresh rates are counted inside it. After the operator
+stops, the one-shot baseline refreshes a few grants of its own, one process per refresh."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import procs
+from bench.report import (
+    baseline_table,
+    kube_delta,
+    lucid_calls,
+    punctuality,
+    table,
+)
+from bench.setup import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    ONESHOT_NAMESPACE,
+    create_grants,
+    create_oneshot_secrets,
+)
+
+ROOT = procs.ROOT
+
+
+@dataclass
+class Profile:
+    n: int
+    # Lucid's access-token lifetime. Half a second over a whole number: Lucid's `expires_in` is
+    # rounded down, so the operator's idea of the expiry is a known 0.5 s early.
+    access_ttl: float
+    refresh_before: str
+    refresh_before_s: float
+    # How long the operator runs, from its start (adoption of every grant included).
+    duration: float
+    concurrency: int = 32
+    oneshot_samples: int = 10
+
+
+# Refreshes come every (TTL - margin) seconds per grant, margin = min(refreshBefore, TTL/3).
+PROFILES: dict[int, Profile] = {
+    20: Profile(20, 6.5, "2s", 2.0, 20.0, oneshot_samples=3),
+    100: Profile(100, 20.5, "5s", 5.0, 60.0),
+    1000: Profile(1000, 40.5, "10s", 10.0, 120.0),
+    10000: Profile(10000, 180.5, "30s", 30.0, 480.0),
+}
+
+
+def profile_for(n: int) -> Profile:
+    if n in PROFILES:
+        return PROFILES[n]
+    base = PROFILES[min(PROFILES, key=lambda k: abs(math.log(k) - math.log(max(n, 1))))]
+    return Profile(n, base.access_ttl, base.refresh_before, base.refresh_before_s, base.duration)
+
+
+def _get(url: str) -> dict[str, Any]:
+    response = httpx.get(url, timeout=60)
+    response.raise_for_status()
+    return dict(response.json())
+
+
+def _snapshot(kube: procs.Proc, lucid: procs.Proc, op: procs.Proc) -> dict[str, Any]:
+    return {
+        "t": time.time(),
+        "kube_stats": _get(f"{kube.url}/_emulator/stats")["requests"],
+        "lucid_stats": _get(f"{lucid.url}/_emulator/stats"),
+        "cpu": {"kubeapi": kube.cpu(), "lucid": lucid.cpu(), "operator": op.cpu()},
+    }
+
+
+def _oneshot(
+    kubeconfig: Path, lucid_url: str, kube_url: str, samples: int
+) -> dict[str, float | int]:
+    """Refresh `samples` grants the one-shot way; CPU from the children's rusage."""
+    if samples <= 0:
+        return {"samples": 0}
+    names = create_oneshot_secrets(kube_url, lucid_url, samples)
+    env = {**os.environ, "LUCID_CLIENT_ID": CLIENT_ID, "LUCID_CLIENT_SECRET": CLIENT_SECRET}
+    cpu = wall = 0.0
+    for name, _ in names:
+        argv = [
+            sys.executable,
+            "-m",
+            "bench.oneshot",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--namespace",
+            ONESHOT_NAMESPACE,
+            "--secret",
+            name,
+            "--lucid",
+            lucid_url,
+        ]
+        started = time.perf_counter()
+        pid = os.posix_spawn(sys.executable, argv, env)
+        _, status, usage = os.wait4(pid, 0)
+        wall += time.perf_counter() - started
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError(f"one-shot refresh of {name} failed")
+        cpu += usage.ru_utime + usage.ru_stime
+    return {"samples": samples, "cpu_ms": cpu / samples * 1000, "wall_ms": wall / samples * 1000}
+
+
+def run_size(profile: Profile, out_dir: Path, log: Any = print) -> dict[str, Any]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kubeconfig = out_dir / "kubeconfig.yaml"
+    kube = procs.start_kubeapi(out_dir, kubeconfig)
+    lucid = procs.start_lucid(out_dir, profile.access_ttl, f"{CLIENT_ID}:{CLIENT_SECRET}")
+    op: procs.Proc | None = None
+    try:
+        t0 = time.time()
+        grants = create_grants(kube.url, lucid.url, profile.n, profile.refresh_before)
+        by_id = {g.lucid_id: g for g in grants}
+        log(f"[{profile.n}] created {profile.n} grants in {time.time() - t0:.1f}s")
+
+        op = procs.start_operator(out_dir, kubeconfig, lucid.url, profile.concurrency)
+        op_start = op.started_at
+        rss_ready = op.memory()["VmRSS"]
+        records: list[tuple[str, float, float]] = []
+        cursor = 0
+        adopted: set[str] = set()
+        window_start: dict[str, Any] | None = None
+        all_adopted_at: float | None = None
+        peak_rss = 0
+        end = op_start + profile.duration
+        next_note = time.time() + 15
+        while time.time() < end:
+            time.sleep(1.0)
+            if not op.alive():
+                raise RuntimeError(f"operator exited: see {op.log_path}")
+            page = _get(f"{lucid.url}/_emulator/refreshes?since={cursor}")
+            cursor = int(page["next"])
+            for gid, at, prev in page["records"]:
+                if gid in by_id:
+                    records.append((gid, float(at), float(prev)))
+                    adopted.add(gid)
+            peak_rss = max(peak_rss, op.memory()["VmRSS"])
+            if window_start is None and len(adopted) == len(by_id):
+                all_adopted_at = time.time()
+                window_start = _snapshot(kube, lucid, op)
+                log(f"[{profile.n}] all grants adopted {all_adopted_at - op_start:.1f}s after start")
+            if time.time() >= next_note:
+                next_note += 15
+                log(
+                    f"[{profile.n}] t={time.time() - op_start:.0f}s adopted={len(adopted)} "
+                    f"refreshes={len(records)} operator cpu={op.cpu():.1f}s"
+                )
+        window_end = _snapshot(kube, lucid, op)
+        page = _get(f"{lucid.url}/_emulator/refreshes?since={cursor}")
+        for gid, at, prev in page["records"]:
+            if gid in by_id:
+                records.append((gid, float(at), float(prev)))
+        memory = op.memory()
+        op.stop()
+        op_stopped = time.time()
+
+        punct = punctuality(
+            records, by_id, profile.access_ttl, profile.refresh_before_s, window_end["t"]
+        )
+        first = punct.pop("first_refresh")
+        result: dict[str, Any] = {
+            **asdict(profile),
+            "access_ttl": profile.access_ttl,
+            **punct,
+            "time_to_all_scheduled": (max(first.values()) - op_start)
+            if len(first) == len(by_id)
+            else math.nan,
+            "operator_rss_mb": max(memory.get("VmHWM", 0), peak_rss) / 1024,
+            "operator_rss_end_mb": memory["VmRSS"] / 1024,
+            "operator_rss_ready_mb": rss_ready / 1024,
+            "rss_kb_per_grant": (max(memory.get("VmHWM", 0), peak_rss) - rss_ready) / profile.n,
+        }
+        if window_start is not None:
+            w0, w1 = window_start, window_end
+            span = w1["t"] - w0["t"]
+            in_window = sum(1 for _, at, _ in records if w0["t"] <= at < w1["t"])
+            lucid_delta = lucid_calls(w1["lucid_stats"]) - lucid_calls(w0["lucid_stats"])
+            kube_calls = kube_delta(w0["kube_stats"], w1["kube_stats"])
+            per = max(in_window, 1)
+            result.update(
+                window_s=span,
+                window_refreshes=in_window,
+                refreshes_per_s=in_window / span if span > 0 else math.nan,
+                lucid_calls=dict(lucid_delta),
+                lucid_per_refresh=sum(lucid_delta.values()) / per,
+                kube_calls=dict(kube_calls),
+                kube_per_refresh={k: v / per for k, v in sorted(kube_calls.items())},
+                operator_cpu_ms=(w1["cpu"]["operator"] - w0["cpu"]["operator"]) / per * 1000,
+                kubeapi_cpu_ms=(w1["cpu"]["kubeapi"] - w0["cpu"]["kubeapi"]) / per * 1000,
+                lucid_cpu_ms=(w1["cpu"]["lucid"] - w0["cpu"]["lucid"]) / per * 1000,
+                operator_cpu_share=(w1["cpu"]["operator"] - w0["cpu"]["operator"]) / span,
+                emulators_cpu_share=(
+                    w1["cpu"]["kubeapi"]
+                    - w0["cpu"]["kubeapi"]
+                    + w1["cpu"]["lucid"]
+                    - w0["cpu"]["lucid"]
+                )
+                / span,
+            )
+        else:
+            result.update(
+                refreshes_per_s=math.nan,
+                lucid_per_refresh=math.nan,
+                kube_per_refresh={},
+                operator_cpu_ms=math.nan,
+                kubeapi_cpu_ms=math.nan,
+                lucid_cpu_ms=math.nan,
+            )
+        result["operator_run_s"] = op_stopped - op_start
+        result["oneshot"] = _oneshot(kubeconfig, lucid.url, kube.url, profile.oneshot_samples)
+        return result
+    finally:
+        if op is not None:
+            op.stop()
+        lucid.stop()
+        kube.stop()
+
+
+def render(results: list[dict[str, Any]], command: str) -> str:
+    parts = [
+        "# Benchmark results",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Machine: {procs.machine()}",
+        "",
+        table(results),
+        "",
+        "One-shot baseline (Lucid's sample-code style: one process per grant per refresh):",
+        "",
+        baseline_table(results),
+        "",
+        "Kubernetes calls per routine refresh, by verb (steady-state window):",
+        "",
+    ]
+    for r in results:
+        kube = ", ".join(f"`{k}` {v:.3f}" for k, v in r.get("kube_per_refresh", {}).items())
+        parts.append(f"- {r['n']:,} grants: {kube or 'n/a'}")
+    return "\n".join(parts) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--sizes", default="100,1000,10000", help="comma-separated grant counts (100,1000,10000)"
+    )
+    parser.add_argument("--quick", action="store_true", help="CI size: 20 grants for 20 s")
+    parser.add_argument("--duration", type=float, help="override the operator's run time (s)")
+    parser.add_argument("--access-ttl", type=float, help="override Lucid's access-token TTL (s)")
+    parser.add_argument("--oneshot", type=int, help="override the one-shot sample count")
+    parser.add_argument("--out", type=Path, default=ROOT / ".bench-out", help="logs and JSON")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        help="write the markdown table here (default bench/RESULTS.md, none with --quick)",
+    )
+    args = parser.parse_args(argv)
+    sizes = [20] if args.quick else [int(s) for s in args.sizes.split(",") if s.strip()]
+    results_path = args.results or (None if args.quick else ROOT / "bench" / "RESULTS.md")
+    command = "make bench" if argv is None and len(sys.argv) == 1 else (
+        "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for n in sizes:
+        profile = profile_for(n)
+        if args.duration:
+            profile.duration = args.duration
+        if args.access_ttl:
+            profile.access_ttl = args.access_ttl
+        if args.oneshot is not None:
+            profile.oneshot_samples = args.oneshot
+        out_dir = Path(tempfile.mkdtemp(prefix=f"n{n}-", dir=args.out))
+        print(f"[{n}] logs in {out_dir}", flush=True)
+        result = run_size(profile, out_dir, log=lambda s: print(s, flush=True))
+        (out_dir / "result.json").write_text(json.dumps(result, indent=2, default=str))
+        results.append(result)
+    text = render(results, command)
+    print()
+    print(text)
+    if results_path is not None:
+        results_path.write_text(text)
+        print(f"written to {results_path}")
