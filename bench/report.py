@@ -38,6 +38,7 @@ def punctuality(
     access_ttl: float,
     refresh_before: float,
     end: float,
+    steady_from: float | None = None,
 ) -> dict[str, Any]:
     """Lateness of every routine refresh (each grant's refreshes after its first, the
     adoption of the bootstrap token) against its due time and against the old token's expiry."""
@@ -47,12 +48,15 @@ def punctuality(
             by_grant[rec[0]].append(rec)
     late_due: list[float] = []
     late_expiry: list[float] = []
+    late_steady: list[float] = []
     expired_before_refresh = 0
     for gid, recs in by_grant.items():
         recs.sort(key=lambda r: r[1])
         offset = due_offset(access_ttl, refresh_before, grants[gid].jitter)
         for _, at, prev_exp in recs[1:]:
             late_due.append(at - (prev_exp - offset))
+            if steady_from is not None and at >= steady_from:
+                late_steady.append(at - (prev_exp - offset))
             late_expiry.append(at - prev_exp)
             if at > prev_exp:
                 expired_before_refresh += 1
@@ -66,6 +70,8 @@ def punctuality(
         "late_p50": percentile(late_due, 50),
         "late_p99": percentile(late_due, 99),
         "late_max": max(late_due) if late_due else math.nan,
+        "steady_late_p99": percentile(late_steady, 99),
+        "steady_late_max": max(late_steady) if late_steady else math.nan,
         "before_expiry_min": -max(late_expiry) if late_expiry else math.nan,
         "expired": expired_before_refresh + unrefreshed,
         "never_adopted": len(never),

@@ -119,7 +119,24 @@ def _oneshot(
     return {"samples": samples, "cpu_ms": cpu / samples * 1000, "wall_ms": wall / samples * 1000}
 
 
-def run_size(profile: Profile, out_dir: Path, log: Any = print) -> dict[str, Any]:
+def _start_profiler(pid: int, out_dir: Path) -> Any:
+    """py-spy (installed by hand, never a dependency) sampling the operator into folded stacks."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    out = out_dir / "operator.folded"
+    return subprocess.Popen(
+        [exe, "record", "--pid", str(pid), "--format", "raw", "--rate", "50"]
+        + ["--nonblocking", "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def run_size(
+    profile: Profile, out_dir: Path, log: Any = print, *, profiler: bool = False
+) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     kubeconfig = out_dir / "kubeconfig.yaml"
     kube = procs.start_kubeapi(out_dir, kubeconfig)
@@ -133,6 +150,7 @@ def run_size(profile: Profile, out_dir: Path, log: Any = print) -> dict[str, Any
 
         op = procs.start_operator(out_dir, kubeconfig, lucid.url, profile.concurrency)
         op_start = op.started_at
+        spy = _start_profiler(op.pid, out_dir) if profiler else None
         rss_ready = op.memory()["VmRSS"]
         records: list[tuple[str, float, float]] = []
         cursor = 0
@@ -169,11 +187,19 @@ def run_size(profile: Profile, out_dir: Path, log: Any = print) -> dict[str, Any
             if gid in by_id:
                 records.append((gid, float(at), float(prev)))
         memory = op.memory()
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(30)
         op.stop()
         op_stopped = time.time()
 
         punct = punctuality(
-            records, by_id, profile.access_ttl, profile.refresh_before_s, window_end["t"]
+            records,
+            by_id,
+            profile.access_ttl,
+            profile.refresh_before_s,
+            window_end["t"],
+            steady_from=window_start["t"] if window_start else None,
         )
         first = punct.pop("first_refresh")
         result: dict[str, Any] = {
@@ -266,6 +292,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, help="override the operator's run time (s)")
     parser.add_argument("--access-ttl", type=float, help="override Lucid's access-token TTL (s)")
     parser.add_argument("--oneshot", type=int, help="override the one-shot sample count")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy the operator (operator.folded in --out)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / ".bench-out", help="logs and JSON")
     parser.add_argument(
         "--results",
@@ -290,7 +319,9 @@ def main(argv: list[str] | None = None) -> None:
             profile.oneshot_samples = args.oneshot
         out_dir = Path(tempfile.mkdtemp(prefix=f"n{n}-", dir=args.out))
         print(f"[{n}] logs in {out_dir}", flush=True)
-        result = run_size(profile, out_dir, log=lambda s: print(s, flush=True))
+        result = run_size(
+            profile, out_dir, log=lambda s: print(s, flush=True), profiler=args.profile
+        )
         (out_dir / "result.json").write_text(json.dumps(result, indent=2, default=str))
         results.append(result)
     text = render(results, command)

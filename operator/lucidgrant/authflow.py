@@ -147,7 +147,7 @@ class StateSigner:
         if len(state) > MAX_STATE_LENGTH or len(parts) != 3 or parts[0] != _VERSION:
             raise StateError("The state parameter is malformed.")
         signed_part = f"{parts[0]}.{parts[1]}"
-        if not hmac.compare_digest(self._sign(signed_part), parts[2]):
+        if not hmac.compare_digest(self._sign(signed_part).encode(), parts[2].encode()):
             raise StateError("The state parameter is not signed by this operator.")
         try:
             payload = json.loads(_unb64(parts[1]))
@@ -359,7 +359,9 @@ class AuthFlow:
                 400, f"LucidGrant {label} was deleted and created again since this link was made."
             )
         if record.generation != claims.generation:
-            return _refused(400, f"The spec of LucidGrant {label} changed since this link was made.")
+            return _refused(
+                400, f"The spec of LucidGrant {label} changed since this link was made."
+            )
         creds = await self.runtime.engine.client_credentials(key)
         if creds is None:
             return _refused(400, f"The client Secret of LucidGrant {label} is missing or empty.")

@@ -740,6 +740,8 @@ class Engine:
         now: float,
     ) -> None:
         """An event when a condition changes its reason (transitions only)."""
+        reauth = condition_of(desired, REAUTH) or {}
+        url = self.authorization_url(record.body) if reauth.get("status") == "True" else None
         for type_ in (READY, REAUTH):
             old = condition_of(current, type_)
             new = condition_of(desired, type_)
@@ -753,8 +755,7 @@ class Engine:
                 continue
             kind = "Normal" if (type_ == READY) == (new["status"] == "True") else "Warning"
             message = str(new["message"])
-            url = self.authorization_url(record.body) if type_ == REAUTH else None
-            if url:
+            if url and new["reason"] == reauth.get("reason"):
                 message = f"{message} Authorize at {url}."
             await post_event(self.kube, record.body, kind, str(new["reason"]), message, now)
 

@@ -38,11 +38,13 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         await runtime.stop()
 
 
+# Async on purpose: kopf runs a sync handler in a thread pool, which at thousands of events a
+# second cost a quarter of the CPU (bench/RESULTS.md) and touched the scheduler off its loop.
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def grant_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+async def grant_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     memo["runtime"].on_grant(event.get("type") or "ADDED", dict(event["object"]))
 
 
 @kopf.on.event("", "v1", "secrets")
-def secret_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+async def secret_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     memo["runtime"].on_secret(event.get("type") or "ADDED", dict(event["object"]))

@@ -12,6 +12,7 @@ import os
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import aiohttp
 from kubernetes.aio import client as kclient
 from kubernetes.aio import config as kconfig
 
@@ -34,6 +35,15 @@ class Conflict(KubeError):
 
 class NotFound(KubeError):
     """404."""
+
+
+class Unreachable(ConnectionError):
+    """No answer from the API server (connection refused, reset or closed mid-request). An
+    OSError, so that every `except OSError` retry path covers it: aiohttp's own
+    ServerDisconnectedError is not one, and escaping as it would drop a rotated refresh token."""
+
+    def __init__(self, method: str, path: str, cause: BaseException) -> None:
+        super().__init__(f"{method} {path}: {type(cause).__name__}")
 
 
 def _error(method: str, path: str, status: int, body: bytes) -> KubeError:
@@ -67,6 +77,11 @@ class Kube:
             kconfig.load_incluster_config(client_configuration=configuration)
         else:
             await kconfig.load_kube_config(client_configuration=configuration)
+        # The client's aiohttp session trusts the environment by default, which reads ~/.netrc
+        # and the proxy variables in a thread on every request (a tenth of the operator's CPU in
+        # bench/RESULTS.md). A proxy still works through the kubeconfig's proxy-url, as with the
+        # synchronous client, which never read the environment either.
+        configuration.client_session_kwargs = {"trust_env": False}
         return cls(kclient.ApiClient(configuration))
 
     async def close(self) -> None:
@@ -88,8 +103,11 @@ class Kube:
         if query:
             url += "?" + urlencode(query)
         # The REST layer serializes `body` itself (json.dumps for every JSON content type).
-        response = await self.api.call_api(method, url, header_params=headers, body=body)
-        data: bytes = await response.read()
+        try:
+            response = await self.api.call_api(method, url, header_params=headers, body=body)
+            data: bytes = await response.read()
+        except aiohttp.ClientError as exc:
+            raise Unreachable(method, path, exc) from None
         if response.status >= 300:
             raise _error(method, path, response.status, data)
         result = json.loads(data) if data else {}

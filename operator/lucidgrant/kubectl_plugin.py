@@ -93,6 +93,16 @@ async def list_grants(namespace: str | None) -> list[dict[str, Any]]:
     )
 
 
+def _needs_person(namespace: str, name: str, status: Mapping[str, Any]) -> str | None:
+    reauth = condition_of(status, REAUTH) or {}
+    if reauth.get("status") != "True" or reauth.get("reason") == "ScopesChanged":
+        return None  # ScopesChanged: the grant still refreshes, with its old scopes
+    return (
+        f"LucidGrant {namespace}/{name} needs a person: {reauth.get('message')} "
+        f"Run: kubectl lucidgrant authorize {name} -n {namespace}"
+    )
+
+
 async def refresh_grant(namespace: str, name: str, timeout: float) -> tuple[bool, str]:
     """Ask the operator for a refresh now and wait for its result: (ok, message)."""
     kube = await Kube.connect()
@@ -102,6 +112,9 @@ async def refresh_grant(namespace: str, name: str, timeout: float) -> tuple[bool
             return False, f"LucidGrant {namespace}/{name} not found"
         if (grant.get("spec") or {}).get("suspend"):
             return False, f"LucidGrant {namespace}/{name} is suspended; resume it first"
+        waiting = _needs_person(namespace, name, grant.get("status") or {})
+        if waiting:
+            return False, waiting
         before = (grant.get("status") or {}).get("lastRefreshTime")
         failures_before = (grant.get("status") or {}).get("consecutiveFailures") or 0
         # lastRefreshTime has whole seconds: start in a later second than the last refresh so
@@ -119,12 +132,9 @@ async def refresh_grant(namespace: str, name: str, timeout: float) -> tuple[bool
                 return False, f"LucidGrant {namespace}/{name} was deleted"
             status = grant.get("status") or {}
             annotations = grant["metadata"].get("annotations") or {}
-            reauth = condition_of(status, REAUTH) or {}
-            if reauth.get("status") == "True" and reauth.get("reason") != "ScopesChanged":
-                return False, (
-                    f"LucidGrant {namespace}/{name} needs a person: {reauth.get('message')} "
-                    f"Run: kubectl lucidgrant authorize {name} -n {namespace}"
-                )
+            waiting = _needs_person(namespace, name, status)
+            if waiting:
+                return False, waiting
             if REFRESH_NOW in annotations:
                 continue
             if status.get("lastRefreshTime") != before:

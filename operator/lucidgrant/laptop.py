@@ -90,7 +90,9 @@ def current_namespace() -> str:
     try:
         from kubernetes.config.kube_config import list_kube_config_contexts
 
-        _, active = list_kube_config_contexts(config_file=os.environ.get("KUBECONFIG"))
+        _, active = list_kube_config_contexts(  # type: ignore[no-untyped-call]
+            config_file=os.environ.get("KUBECONFIG")
+        )
         return str((active.get("context") or {}).get("namespace") or "default")
     except Exception:  # no kubeconfig, or an unusual one: kubectl's default then
         return "default"
@@ -139,8 +141,10 @@ class LoopbackReceiver:
         query = request.query
         # Anything without our state is not the answer to our request (another tab, or a page
         # poking at localhost): refuse it and keep waiting.
-        if not hmac.compare_digest(query.get("state", ""), self.state):
-            return page(400, "Unexpected request", "This request does not carry the expected state.")
+        if not hmac.compare_digest(query.get("state", "").encode(), self.state.encode()):
+            return page(
+                400, "Unexpected request", "This request does not carry the expected state."
+            )
         if self.result.done():
             return page(400, "Already done", "This authorization has already been received.")
         if "error" in query:

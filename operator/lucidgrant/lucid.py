@@ -20,6 +20,11 @@ DEFAULT_APP_URL = "https://lucid.app"
 
 Endpoint = Literal["token_refresh", "token_code", "introspect", "revoke"]
 
+# An access token lifetime above this is not believed: it is clamped, so that an absurd (or
+# infinite) expires_in makes the operator refresh early rather than never, and its expiry can
+# always be written as a date. Lucid's access tokens live one hour.
+MAX_EXPIRES_IN = 86400.0
+
 
 class LucidError(Exception):
     """Base of every failure talking to Lucid; `reason` is a short fixed word (metric-safe)."""
@@ -155,7 +160,8 @@ def parse_token_response(body: Any, issued_at: float) -> TokenSet:
         access_token=access,
         refresh_token=refresh,
         token_type=str(body.get("token_type") or "bearer"),
-        expires_in=float(expires_in),
+        # Compared before converting: float() of a huge JSON integer raises OverflowError.
+        expires_in=MAX_EXPIRES_IN if expires_in > MAX_EXPIRES_IN else float(expires_in),
         scopes=tuple(scopes),
         issued_at=issued_at,
         user_id=None if user_id is None else str(user_id),

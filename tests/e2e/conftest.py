@@ -42,10 +42,9 @@ def start_operator(
 
     def start(*args: str, **env: str) -> OperatorProcess:
         log = tmp_path / f"operator-{len(started)}.log"
-        if args:
-            proc = OperatorProcess(kube_api[1], lucid.url, log, args, **env)
-        else:
-            proc = OperatorProcess(kube_api[1], lucid.url, log, **env)
+        proc = OperatorProcess(
+            kube_api[1], lucid.url, log, args=args or ("--namespace", "default"), **env
+        )
         started.append(proc)
         return proc
 

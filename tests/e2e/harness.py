@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,11 +34,12 @@ def wait_for(
 ) -> T:
     """Poll `fn` until it returns something truthy; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    last: Any = None
+    last: T | None = None
     while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
+        result = fn()
+        if result:
+            return result
+        last = result
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or fn}: last={last!r}")
 
@@ -159,7 +160,8 @@ class OperatorProcess:
         kubeconfig: Path,
         lucid_url: str,
         log_path: Path,
-        args: tuple[str, ...] = ("--namespace", "default"),
+        *,
+        args: Sequence[str] = ("--namespace", "default"),
         **env: str,
     ) -> None:
         self.port = int(env.get("LUCIDGRANT_HTTP_PORT") or free_port())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import partial
 import signal
 import time
 
@@ -37,7 +38,7 @@ def test_standby_takes_over_after_sigkill_without_losing_or_doubling(
     wait_for(lambda: leads(a) != leads(b), timeout=15, what="exactly one leader")
     leader, standby = (a, b) if leads(a) else (b, a)
     for i in range(3):
-        wait_for(lambda i=i: cluster.is_true(f"g{i}", "Ready"), what=f"g{i} Ready")
+        wait_for(partial(cluster.is_true, f"g{i}", "Ready"), what=f"g{i} Ready")
     before = {g: lucid.grant_info(g).rotations for g in ids}
     time.sleep(5)  # rotations under way
     leader.stop(signal.SIGKILL)

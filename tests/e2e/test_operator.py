@@ -35,7 +35,7 @@ def test_rotations_keep_the_one_live_token_in_the_secret(cluster, lucid, start_o
     grant_id = setup_grant(cluster, lucid)
     start_operator()
     wait_for(lambda: cluster.is_true("reporting", "Ready"), what="Ready")
-    seen = set()
+    seen: set[str] = set()
     deadline = time.monotonic() + 60
     while len(seen) < 6 and time.monotonic() < deadline:
         info = lucid.grant_info(grant_id)

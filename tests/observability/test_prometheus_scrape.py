@@ -167,7 +167,7 @@ def test_real_prometheus_scrapes_and_fires_reauthorization(prometheus: str) -> N
                 ready = query(client, prometheus, "lucidgrant_ready")
                 alerts = client.get(f"{prometheus}/api/v1/alerts").json()["data"]["alerts"]
                 groups = client.get(f"{prometheus}/api/v1/rules").json()["data"]["groups"]
-            except httpx.TransportError:
+            except (httpx.TransportError, ValueError):  # not listening, or not serving its API yet
                 time.sleep(0.3)
                 continue
             firing = [a for a in alerts if a["state"] == "firing"]

@@ -27,7 +27,7 @@ def created(body: kopf.Body, spec: kopf.Spec, patch: kopf.Patch, **_: Any) -> No
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 def deleted(name: str, namespace: str | None, **_: Any) -> None:
-    kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+    kubernetes.config.load_kube_config()
     core: Any = kubernetes.client.CoreV1Api()  # its typed signature wants models, dicts work
     core.create_namespaced_config_map(
         namespace, {"metadata": {"name": f"{name}-deleted"}, "data": {"by": "kopf"}}

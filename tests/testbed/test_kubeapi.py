@@ -147,7 +147,7 @@ def new_client(config_file: str) -> Any:
 
 
 def watch_stream(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
-    watcher: Any = watch.Watch()  # type: ignore[no-untyped-call]
+    watcher: Any = watch.Watch()
     stream: Iterator[dict[str, Any]] = watcher.stream(fn, *args, **kwargs)
     return stream
 

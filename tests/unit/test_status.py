@@ -1,7 +1,15 @@
+from typing import Any
+
 from lucidgrant.status import Outcome, condition_of, desired_status, status_diff
 from lucidgrant.store import rfc3339
 
 NOW = 1_800_000_000.0
+
+
+def cond(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    found = condition_of(status, type_)
+    assert found is not None
+    return dict(found)
 
 
 def status_for(outcome, current=None):
@@ -10,10 +18,10 @@ def status_for(outcome, current=None):
 
 def test_ready_when_token_valid_and_written():
     st = status_for(Outcome(access_expires_at=NOW + 100, consumer_written=True))
-    ready = condition_of(st, "Ready")
-    assert ready and ready["status"] == "True" and ready["reason"] == "Refreshed"
+    ready = cond(st, "Ready")
+    assert ready["status"] == "True" and ready["reason"] == "Refreshed"
     assert ready["observedGeneration"] == 3
-    assert condition_of(st, "ReauthorizationRequired")["status"] == "False"
+    assert cond(st, "ReauthorizationRequired")["status"] == "False"
 
 
 def test_outage_is_not_reauthorization():
@@ -21,15 +29,15 @@ def test_outage_is_not_reauthorization():
         access_expires_at=NOW - 5, consumer_written=True, problem=("ProviderUnavailable", "503")
     )
     st = status_for(outage)
-    assert condition_of(st, "Ready")["reason"] == "ProviderUnavailable"
-    assert condition_of(st, "ReauthorizationRequired")["status"] == "False"
+    assert cond(st, "Ready")["reason"] == "ProviderUnavailable"
+    assert cond(st, "ReauthorizationRequired")["status"] == "False"
 
 
 def test_reauth_shows_link():
     st = status_for(
         Outcome(reauth=("InvalidGrant", "authorize again"), authorization_url="https://x/a")
     )
-    assert condition_of(st, "ReauthorizationRequired")["status"] == "True"
+    assert cond(st, "ReauthorizationRequired")["status"] == "True"
     assert st["authorizationURL"] == "https://x/a"
 
 

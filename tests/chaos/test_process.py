@@ -1,0 +1,152 @@
+"""The operator process dying: SIGKILL and SIGTERM at random moments over many rotations, and
+two processes running by mistake (no peering, no leader election)."""
+
+from __future__ import annotations
+
+import random
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from .world import LOCK_TTL, LONG, SHORT, Size, percentile, summary, world
+
+
+def restarts(tmp: Path, size: Size, sig: signal.Signals) -> None:
+    """Start the operator, let it run a random while, send `sig`, again and again until enough
+    rotations and kills happened; then start it once more and see what needs a person."""
+    scenario = f"process-{sig.name.lower()}"
+    with world(tmp, size) as w:
+        w.add_grants()
+        if sig == signal.SIGTERM:
+            # Lucid rotates at once and answers 0.5 s later: most SIGTERMs land while some
+            # refresh's answer is on its way, the moment that matters.
+            w.lucid.slow(0.5, process_first=True)
+        rng = random.Random(1234 if sig == signal.SIGKILL else 4321)
+        kills: list[float] = []
+        codes: list[int] = []
+        deadline = time.monotonic() + (900 if size.long else 150)
+        while (w.rotations() < size.rotations or len(kills) < size.kills) and (
+            time.monotonic() < deadline
+        ):
+            proc = w.start_operator()
+            time.sleep(rng.uniform(0.5, 4.0))
+            kills.append(time.time())
+            codes.append(w.stop(proc, sig))
+        w.lucid.clear_faults()
+        rotations = w.rotations()
+        # Afterwards: one more start; every grant either serves again or is flagged.
+        w.start_operator()
+        started = time.monotonic()
+        try:
+            recovery: float | None = w.wait_serving(
+                LOCK_TTL + 30, "recovery after the last restart", skip=lambda v: v.lost
+            )
+        except AssertionError:
+            recovery = None
+        stuck = w.not_serving()
+        w.stop_all()
+        views = w.views()
+        lost = sorted(n for n, v in views.items() if v.lost)
+        flagged = sorted(n for n, v in views.items() if v.reauth)
+        windows = w.windows()
+        unstored = w.unstored()
+        # A loss is explained only by a kill landing between Lucid minting the token and the
+        # store: a kill within 5 s after the mint (the store takes milliseconds when alive).
+        unexplained = [t for t, at in unstored.items() if not any(at <= k <= at + 5 for k in kills)]
+        row = summary(
+            w,
+            scenario,
+            fault=f"{sig.name} at random moments",
+            injection=f"{sig.name} after uniform(0.5, 4) s of running, then restart"
+            + (" (Lucid answers 0.5 s after rotating)" if sig == signal.SIGTERM else ""),
+            count=f"{len(kills)} {sig.name}s over {rotations} rotations",
+            lost=len(lost),
+            flagged=len(flagged),
+            recovery_s=recovery,
+            calls=None,
+            bound=None,
+            exit_codes=sorted(set(codes)),
+            window_p50_ms=round(percentile(windows, 0.5) * 1000, 1),
+            window_p99_ms=round(percentile(windows, 0.99) * 1000, 1),
+            window_max_ms=round(max(windows) * 1000, 1) if windows else None,
+            tokens_never_stored=len(unstored),
+            unexplained_losses=len(unexplained),
+            seconds_after_restart=round(time.monotonic() - started, 1),
+        )
+        assert not stuck, f"grants neither serving nor lost after the restart: {stuck}"
+        assert set(flagged) == set(lost), "a grant flagged for a person was not lost (or back)"
+        assert not unexplained, "a refresh token was lost without a kill in its window"
+        if sig == signal.SIGTERM:
+            assert set(codes) == {0}, f"exit codes {codes}"
+            assert not lost, f"SIGTERM lost grants: {lost}"
+            assert row["invalid_grant"] == 0
+        else:
+            assert len(lost) <= len(kills)
+        assert row["rotations"] >= size.rotations
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+def test_restarts_short(tmp_path: Path, sig: signal.Signals) -> None:
+    restarts(tmp_path, SHORT, sig)
+
+
+@pytest.mark.chaos
+@pytest.mark.timeout(1500)
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+def test_restarts_long(tmp_path: Path, sig: signal.Signals) -> None:
+    restarts(tmp_path, LONG, sig)
+
+
+def _lock_busy(metrics: str) -> float:
+    match = re.search(r'^lucidgrant_refresh_total\{result="lock_busy"\} (\S+)$', metrics, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def two_processes(tmp: Path, size: Size) -> None:
+    window = size.fault_s * 3
+    with world(tmp, size) as w:
+        w.add_grants()
+        first = w.start_operator()
+        second = w.start_operator()
+        w.wait_serving(60, "every grant serving")
+        rotations = w.rotations()
+        time.sleep(window)
+        both_alive = first.proc.poll() is None and second.proc.poll() is None
+        busy = _lock_busy(w.scrape(first)) + _lock_busy(w.scrape(second))
+        rotated = w.rotations() - rotations
+        recovery = w.wait_serving(30, "every grant serving at the end")
+        w.stop_all()
+        views = w.views()
+        lost = sorted(n for n, v in views.items() if v.lost)
+        flagged = sorted(n for n, v in views.items() if v.reauth)
+        row = summary(
+            w,
+            "two-processes",
+            fault="two active operators by mistake",
+            injection="two `lucidgrant run` processes, no peering, no leader election",
+            count=f"{window:.0f} s, {rotated} rotations",
+            lost=len(lost),
+            flagged=len(flagged),
+            recovery_s=recovery,
+            calls=None,
+            bound=None,
+            double_refreshes=w.lucid.invalid_grant_count,
+            lock_busy=busy,
+        )
+        assert both_alive
+        assert w.lucid.invalid_grant_count == 0, "double refreshes"
+        assert not lost and not flagged
+        assert row["rotations"] > 0 and rotated >= size.grants
+
+
+def test_two_processes_short(tmp_path: Path) -> None:
+    two_processes(tmp_path, SHORT)
+
+
+@pytest.mark.chaos
+@pytest.mark.timeout(900)
+def test_two_processes_long(tmp_path: Path) -> None:
+    two_processes(tmp_path, LONG)
