@@ -239,10 +239,13 @@ class LucidClient:
             },
         )
 
-    async def introspect(self, client: ClientCredentials, token: str) -> Introspection:
+    async def _token_call(
+        self, endpoint: Endpoint, path: str, client: ClientCredentials, token: str
+    ) -> tuple[httpx.Response, float]:
+        """Introspect and revoke take the same form: the client's credentials and one token."""
         response, started = await self._post(
-            "introspect",
-            "/oauth2/token/introspect",
+            endpoint,
+            path,
             form={
                 "client_id": client.client_id,
                 "client_secret": client.client_secret,
@@ -251,6 +254,12 @@ class LucidClient:
         )
         if response.status_code >= 300:
             raise classify_error(response, time.time())
+        return response, started
+
+    async def introspect(self, client: ClientCredentials, token: str) -> Introspection:
+        response, started = await self._token_call(
+            "introspect", "/oauth2/token/introspect", client, token
+        )
         body = _json_object(response)
         if body is None or not isinstance(body.get("active"), bool):
             raise TransientError("Lucid's introspection answer is malformed")
@@ -270,14 +279,4 @@ class LucidClient:
         )
 
     async def revoke(self, client: ClientCredentials, token: str) -> None:
-        response, _ = await self._post(
-            "revoke",
-            "/oauth2/token/revoke",
-            form={
-                "client_id": client.client_id,
-                "client_secret": client.client_secret,
-                "token": token,
-            },
-        )
-        if response.status_code >= 300:
-            raise classify_error(response, time.time())
+        await self._token_call("revoke", "/oauth2/token/revoke", client, token)

@@ -279,13 +279,13 @@ class StateStore:
                 )
             except Conflict:
                 base_rv = None  # ours is the newest: write unconditionally
-            except (TimeoutError, KubeError, OSError) as exc:
+            except Exception as exc:  # whatever it is, giving up would lose the grant
                 log.error(
                     "storing the rotated refresh token of %s/%s failed (attempt %d): %s; retrying",
                     namespace,
                     grant_name,
                     attempt,
-                    type(exc).__name__ if not isinstance(exc, KubeError) else exc,
+                    exc if isinstance(exc, KubeError) else type(exc).__name__,
                 )
                 await asyncio.sleep(min(retry_delay * attempt, 5.0))
 
