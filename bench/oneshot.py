@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     config.load_kube_config(config_file=args.kubeconfig)
     core = client.CoreV1Api()
     secret = core.read_namespaced_secret(args.secret, args.namespace)
-    refresh_token = base64.b64decode(secret.data["refresh_token"]).decode()
+    refresh_token = base64.b64decode((secret.data or {})["refresh_token"]).decode()
     response = httpx.post(
         f"{args.lucid.rstrip('/')}/oauth2/token",
         json={

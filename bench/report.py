@@ -99,8 +99,10 @@ def lucid_calls(stats: Mapping[str, Any]) -> Counter[str]:
 
 
 def _f(value: float, digits: int = 2) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else (
-        f"{value:.{digits}f}"
+    return (
+        "n/a"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else (f"{value:.{digits}f}")
     )
 
 

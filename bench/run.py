@@ -60,7 +60,7 @@ PROFILES: dict[int, Profile] = {
     20: Profile(20, 6.5, "2s", 2.0, 20.0, oneshot_samples=3),
     100: Profile(100, 20.5, "5s", 5.0, 60.0),
     1000: Profile(1000, 40.5, "10s", 10.0, 120.0),
-    10000: Profile(10000, 180.5, "30s", 30.0, 480.0),
+    10000: Profile(10000, 240.5, "30s", 30.0, 400.0),
 }
 
 
@@ -126,9 +126,9 @@ def _start_profiler(pid: int, out_dir: Path) -> Any:
 
     exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     out = out_dir / "operator.folded"
+    argv = [exe, "record", "--pid", str(pid), "--format", "raw", "--rate", "50", "--nonblocking"]
     return subprocess.Popen(
-        [exe, "record", "--pid", str(pid), "--format", "raw", "--rate", "50"]
-        + ["--nonblocking", "-o", str(out)],
+        [*argv, "-o", str(out)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -174,7 +174,9 @@ def run_size(
             if window_start is None and len(adopted) == len(by_id):
                 all_adopted_at = time.time()
                 window_start = _snapshot(kube, lucid, op)
-                log(f"[{profile.n}] all grants adopted {all_adopted_at - op_start:.1f}s after start")
+                log(
+                    f"[{profile.n}] all grants adopted {all_adopted_at - op_start:.1f}s after start"
+                )
             if time.time() >= next_note:
                 next_note += 15
                 log(
@@ -304,8 +306,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     sizes = [20] if args.quick else [int(s) for s in args.sizes.split(",") if s.strip()]
     results_path = args.results or (None if args.quick else ROOT / "bench" / "RESULTS.md")
-    command = "make bench" if argv is None and len(sys.argv) == 1 else (
-        "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = (
+        "make bench"
+        if argv is None and len(sys.argv) == 1
+        else ("python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv))
     )
     args.out.mkdir(parents=True, exist_ok=True)
     results = []

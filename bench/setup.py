@@ -1,17 +1,21 @@
 """Creating the benchmark's grants over plain HTTP, concurrently: a grant at the Lucid emulator
 (as a person's one-time authorization would), its refresh token in a bootstrap Secret, and the
 LucidGrant that points at it. Also the one-shot baseline's Secrets, in a namespace of their own
-that the operator does not watch."""
+that the operator does not watch.
+
+aiohttp rather than httpx: measured on this machine, an httpx request costs about 2.8 ms of
+client CPU and an aiohttp one 0.14 ms, and 40,000 setup requests add up."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import zlib
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 
 CLIENT_ID = "bench-client"
 CLIENT_SECRET = "bench-client-secret"
@@ -38,34 +42,39 @@ def _b64(value: str) -> str:
     return base64.b64encode(value.encode()).decode()
 
 
-def _ok(response: httpx.Response) -> dict[str, Any]:
-    if response.status_code >= 300:
-        raise RuntimeError(f"{response.request.method} {response.request.url}: {response.text}")
-    return dict(response.json())
+class Http:
+    """Just enough of a client: POST JSON to a base URL, get a JSON object back."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+        self.session = session
+        self.base = base_url.rstrip("/")
+
+    async def post(self, path: str, body: Any) -> dict[str, Any]:
+        async with self.session.post(self.base + path, json=body) as response:
+            text = await response.text()
+            if response.status >= 300:
+                raise RuntimeError(f"POST {path}: {response.status} {text}")
+            return dict(json.loads(text))
 
 
-async def _issue(lucid: httpx.AsyncClient) -> tuple[str, str]:
+async def _issue(lucid: Http) -> tuple[str, str]:
     """A grant at Lucid: (its id, its refresh token)."""
-    tokens = _ok(
-        await lucid.post("/_emulator/grants", json={"client_id": CLIENT_ID, "scopes": SCOPES})
-    )
-    info = _ok(await lucid.post("/_emulator/lookup", json={"token": tokens["refresh_token"]}))
+    tokens = await lucid.post("/_emulator/grants", {"client_id": CLIENT_ID, "scopes": SCOPES})
+    info = await lucid.post("/_emulator/lookup", {"token": tokens["refresh_token"]})
     return str(info["id"]), str(tokens["refresh_token"])
 
 
-async def _secret(kube: httpx.AsyncClient, ns: str, name: str, values: dict[str, str]) -> None:
+async def _secret(kube: Http, ns: str, name: str, values: dict[str, str]) -> None:
     body = {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {"name": name},
         "data": {k: _b64(v) for k, v in values.items()},
     }
-    _ok(await kube.post(SECRETS.format(ns=ns), json=body))
+    await kube.post(SECRETS.format(ns=ns), body)
 
 
-async def _one_grant(
-    kube: httpx.AsyncClient, lucid: httpx.AsyncClient, name: str, refresh_before: str
-) -> BenchGrant:
+async def _one_grant(kube: Http, lucid: Http, name: str, refresh_before: str) -> BenchGrant:
     lucid_id, refresh_token = await _issue(lucid)
     await _secret(kube, NAMESPACE, f"{name}-bootstrap", {"refresh_token": refresh_token})
     body = {
@@ -80,7 +89,7 @@ async def _one_grant(
             "refreshBefore": refresh_before,
         },
     }
-    created = _ok(await kube.post(GRANTS.format(ns=NAMESPACE), json=body))
+    created = await kube.post(GRANTS.format(ns=NAMESPACE), body)
     return BenchGrant(name, lucid_id, str(created["metadata"]["uid"]))
 
 
@@ -97,10 +106,8 @@ async def _bounded(n: int, make: Any, concurrency: int) -> list[Any]:
 async def _create_grants(
     kube_url: str, lucid_url: str, n: int, refresh_before: str, concurrency: int
 ) -> list[BenchGrant]:
-    async with (
-        httpx.AsyncClient(base_url=kube_url, timeout=60) as kube,
-        httpx.AsyncClient(base_url=lucid_url, timeout=60) as lucid,
-    ):
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        kube, lucid = Http(session, kube_url), Http(session, lucid_url)
         await _secret(
             kube,
             NAMESPACE,
@@ -115,21 +122,17 @@ async def _create_grants(
 
 
 def create_grants(
-    kube_url: str, lucid_url: str, n: int, refresh_before: str, concurrency: int = 16
+    kube_url: str, lucid_url: str, n: int, refresh_before: str, concurrency: int = 32
 ) -> list[BenchGrant]:
     return asyncio.run(_create_grants(kube_url, lucid_url, n, refresh_before, concurrency))
 
 
 async def _create_oneshot(kube_url: str, lucid_url: str, n: int) -> list[tuple[str, str]]:
-    async with (
-        httpx.AsyncClient(base_url=kube_url, timeout=60) as kube,
-        httpx.AsyncClient(base_url=lucid_url, timeout=60) as lucid,
-    ):
-        _ok(
-            await kube.post(
-                "/api/v1/namespaces",
-                json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "oneshot"}},
-            )
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        kube, lucid = Http(session, kube_url), Http(session, lucid_url)
+        await kube.post(
+            "/api/v1/namespaces",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ONESHOT_NAMESPACE}},
         )
         out = []
         for i in range(n):

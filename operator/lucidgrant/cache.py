@@ -1,7 +1,7 @@
 """What the operator knows between events: each grant's latest object and bookkeeping, and the
-Secrets that matter (state Secrets, and the client, bootstrap and consumer Secrets that some
-grant references). Fed by the watches, and by the answers of the operator's own writes, so that
-a routine refresh reads nothing from the API server."""
+Secrets that matter (the state, client, bootstrap and consumer Secrets that some grant of this
+replica references). Fed by the watches, and by the answers of the operator's own writes, so
+that a routine refresh reads nothing from the API server."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lucidgrant.grant import GrantSpec, SpecError, parse_spec
-from lucidgrant.store import LABEL_GRANT, LABEL_ROLE, ROLE_STATE, state_secret_name
+from lucidgrant.store import state_secret_name
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -109,9 +109,7 @@ class Cache:
             self._refs[secret].discard(grant)
             if not self._refs[secret]:
                 del self._refs[secret]
-                cached = self.secrets.get(secret)
-                if cached is None or not self.is_relevant(cached):
-                    self.secrets.pop(secret, None)
+                self.secrets.pop(secret, None)
         for secret in wanted - old:
             self._refs[secret].add(grant)
         if wanted:
@@ -120,16 +118,11 @@ class Cache:
             self._refs_of.pop(grant, None)
 
     def is_relevant(self, secret: Mapping[str, Any]) -> bool:
-        labels = (secret.get("metadata") or {}).get("labels") or {}
-        return labels.get(LABEL_ROLE) == ROLE_STATE or key_of(secret) in self._refs
+        """Secrets some grant of ours references (its state Secret included)."""
+        return key_of(secret) in self._refs
 
     def grants_of_secret(self, secret: Mapping[str, Any]) -> Iterable[Key]:
-        key = key_of(secret)
-        found = set(self._refs.get(key, ()))
-        labels = (secret.get("metadata") or {}).get("labels") or {}
-        if labels.get(LABEL_ROLE) == ROLE_STATE and labels.get(LABEL_GRANT):
-            found.add((key[0], labels[LABEL_GRANT]))
-        return found
+        return set(self._refs.get(key_of(secret), ()))
 
     def observe_secret(self, secret: dict[str, Any], deleted: bool = False) -> bool:
         """Remember a Secret from a watch event or a write's answer; True if it concerns us."""

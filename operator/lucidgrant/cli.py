@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import replace
 from typing import Any
 
 import click
 import kopf
 
 from lucidgrant import __version__
-from lucidgrant.config import Settings
+from lucidgrant.config import Settings, parse_selector
 from lucidgrant.laptop import authorize_options, run_authorize
 
 
@@ -30,8 +31,16 @@ def version() -> None:
     "--namespace", "-n", "namespaces", multiple=True, help="Watch this namespace (repeatable)."
 )
 @click.option("--all-namespaces", "-A", is_flag=True, help="Watch every namespace.")
+@click.option(
+    "--selector",
+    "-l",
+    default=None,
+    help="Handle only grants with these labels (key=value,...): one shard per replica set.",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Log debug messages.")
-def run(namespaces: tuple[str, ...], all_namespaces: bool, verbose: bool) -> None:
+def run(
+    namespaces: tuple[str, ...], all_namespaces: bool, selector: str | None, verbose: bool
+) -> None:
     """Run the operator (in-cluster config in a pod, KUBECONFIG elsewhere)."""
     if bool(namespaces) == all_namespaces:
         raise click.UsageError("give --namespace (one or more) or --all-namespaces")
@@ -44,6 +53,11 @@ def run(namespaces: tuple[str, ...], all_namespaces: bool, verbose: bool) -> Non
         for name in ("kopf.objects", "httpx", "aiohttp.access"):
             logging.getLogger(name).setLevel(logging.WARNING)
     settings = Settings.from_env()
+    if selector is not None:
+        try:
+            settings = replace(settings, selector=parse_selector(selector))
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
     kopf.run(
         standalone=True,
         clusterwide=all_namespaces,

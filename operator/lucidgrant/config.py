@@ -29,6 +29,8 @@ class Settings:
     leader_election: bool = False
     lease_name: str = "lucidgrant-leader"
     lease_duration: float = 15.0
+    # Shards: this replica handles only grants whose labels match (key=value,...).
+    selector: dict[str, str] = field(default_factory=dict)
     # Identifies this process in locks and the leader Lease: host, pid and a random part, so a
     # restarted process never mistakes an old lock for its own.
     identity: str = field(
@@ -52,4 +54,16 @@ class Settings:
             in ("1", "true", "yes"),
             lease_name=env("LUCIDGRANT_LEASE_NAME", "lucidgrant-leader"),
             lease_duration=_float("LUCIDGRANT_LEASE_DURATION", 15.0),
+            selector=parse_selector(env("LUCIDGRANT_SELECTOR", "")),
         )
+
+
+def parse_selector(text: str) -> dict[str, str]:
+    """'team=a,tier=prod' -> {'team': 'a', 'tier': 'prod'} (equality only, as shards need)."""
+    selector = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"not a key=value selector: {part!r}")
+        selector[key.strip()] = value.strip()
+    return selector

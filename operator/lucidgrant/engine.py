@@ -107,11 +107,12 @@ class Engine:
         if known:
             return secret
         fetched = await self.kube.get(secret_path(namespace, name))
-        if fetched is not None:
-            self.cache.observe_secret(fetched)
-        if fetched is None or not self.cache.is_relevant(fetched):
-            self.cache.secrets[key] = fetched
-        return self.cache.secret(key)[1]
+        if fetched is None:
+            self.cache.secrets[key] = None
+            return None
+        self.cache.observe_secret(fetched)
+        # The watch may have brought a newer version while we read.
+        return self.cache.secret(key)[1] or fetched
 
     async def client_credentials(self, key: Key) -> ClientCredentials | None:
         """The grant's client credentials from its client Secret (for the authorization flow)."""

@@ -113,10 +113,13 @@ class Runtime:
 
     def on_grant(self, event_type: str, body: dict[str, Any]) -> None:
         key = key_of(body)
-        if event_type == "DELETED":
-            self.cache.forget_grant(key)
-            self.scheduler.forget(key)
-            self.metrics.forget_grant(*key)
+        labels = (body.get("metadata") or {}).get("labels") or {}
+        mine = all(labels.get(k) == v for k, v in self.settings.selector.items())
+        if event_type == "DELETED" or not mine:  # a grant relabelled away is another shard's
+            if key in self.cache.grants:
+                self.cache.forget_grant(key)
+                self.scheduler.forget(key)
+                self.metrics.forget_grant(*key)
             return
         self.cache.observe_grant(body)
         self.scheduler.wake(key)

@@ -86,61 +86,69 @@ CASES = {
 }
 
 
-def kube_fault(tmp: Path, size: Size, scenario: str) -> None:
-    fault, inject = CASES[scenario]
-    window = size.fault_s * 1.5
+def kube_faults(tmp: Path, size: Size, scenarios: list[str]) -> None:
+    """The scenarios one after another on one set of grants and one operator."""
     with world(tmp, size) as w:
         w.add_grants()
         w.start_operator()
-        w.wait_serving(60, "every grant serving before the fault")
-        rotations = w.rotations()
-        t0 = time.time()
-        how, count = inject(w, window)
-        calls = w.calls_between(t0, time.time())
-        rotated = w.rotations() - rotations
-        limit = 30.0
-        try:
-            recovery: float | None = w.wait_serving(limit * 2, "recovery")
-        except AssertionError:
-            recovery = None
-        stuck = w.not_serving()
-        alive = all(p.proc.poll() is None for p in w.procs)
-        w.stop_all()
-        views = w.views()
-        lost = sorted(n for n, v in views.items() if v.lost)
-        flagged = sorted(n for n, v in views.items() if v.reauth)
-        windows = w.windows()
-        row = summary(
-            w,
-            scenario,
-            fault=fault,
-            injection=how,
-            count=count,
-            lost=len(lost),
-            flagged=len(flagged),
-            recovery_s=recovery,
-            calls=calls,
-            bound=None,
-            successful_refreshes_during_fault=rotated,
-            answer_to_store_max_s=round(max(windows), 2) if windows else None,
-            unstored_tokens=len(w.unstored()),
-        )
-        assert alive, "the operator died"
-        assert not lost, f"grants lost: {lost}"
-        assert not flagged, f"grants flagged for re-authorization: {flagged}"
-        assert row["invalid_grant"] == 0, "a refresh used a dead token (double refresh?)"
-        assert rotated > 0, "no refresh happened during the fault"
-        assert recovery is not None and not stuck, f"not serving after the fault: {stuck}"
-        assert recovery <= limit, f"recovery took {recovery:.1f} s, bound {limit:.1f} s"
+        w.wait_serving(60, "every grant serving before the faults")
+        failures = []
+        for scenario in scenarios:
+            try:
+                one_fault(w, size, scenario)
+            except AssertionError as exc:
+                failures.append(f"{scenario}: {exc}")
+        assert not failures, "\n".join(failures)
 
 
-@pytest.mark.parametrize("scenario", list(CASES))
-def test_kube_fault_short(tmp_path: Path, scenario: str) -> None:
-    kube_fault(tmp_path, SHORT, scenario)
+def one_fault(w: World, size: Size, scenario: str) -> None:
+    fault, inject = CASES[scenario]
+    window = size.fault_s * 1.5
+    rotations = w.rotations()
+    t0 = time.time()
+    how, count = inject(w, window)
+    calls = w.calls_between(t0, time.time())
+    rotated = w.rotations() - rotations
+    limit = 30.0
+    try:
+        recovery: float | None = w.wait_serving(limit * 2, f"recovery from {scenario}")
+    except AssertionError:
+        recovery = None
+    alive = all(p.proc.poll() is None for p in w.procs)
+    views = w.views()
+    lost = sorted(n for n, v in views.items() if v.lost and w.views()[n].lost)
+    flagged = sorted(n for n, v in views.items() if v.reauth)
+    stuck = sorted(n for n, v in views.items() if not v.serving)
+    windows = w.windows()
+    row = summary(
+        w,
+        scenario,
+        fault=fault,
+        injection=how,
+        count=count,
+        lost=len(lost),
+        flagged=len(flagged),
+        recovery_s=recovery,
+        calls=calls,
+        bound=None,
+        successful_refreshes_during_fault=rotated,
+        answer_to_store_max_s=round(max(windows), 2) if windows else None,
+    )
+    assert alive, "the operator died"
+    assert not lost, f"grants lost: {lost}"
+    assert not flagged, f"grants flagged for re-authorization: {flagged}"
+    assert row["invalid_grant"] == 0, "a refresh used a dead token (double refresh?)"
+    assert rotated > 0, "no refresh happened during the fault"
+    assert recovery is not None and not stuck, f"not serving after the fault: {stuck}"
+    assert recovery <= limit, f"recovery took {recovery:.1f} s, bound {limit:.1f} s"
+
+
+def test_kube_faults_short(tmp_path: Path) -> None:
+    kube_faults(tmp_path, SHORT, list(CASES))
 
 
 @pytest.mark.chaos
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("scenario", list(CASES))
 def test_kube_fault_long(tmp_path: Path, scenario: str) -> None:
-    kube_fault(tmp_path, LONG, scenario)
+    kube_faults(tmp_path, LONG, [scenario])

@@ -106,7 +106,7 @@ def _lock_busy(metrics: str) -> float:
 
 
 def two_processes(tmp: Path, size: Size) -> None:
-    window = size.fault_s * 3
+    window = size.fault_s * (3 if size.long else 2)
     with world(tmp, size) as w:
         w.add_grants()
         first = w.start_operator()

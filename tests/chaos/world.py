@@ -70,7 +70,7 @@ class Size:
         return self.label == "long"
 
 
-SHORT = Size("short", grants=10, access_ttl=4.0, fault_s=4.0, outage_s=9.0, rotations=30, kills=4)
+SHORT = Size("short", grants=10, access_ttl=4.0, fault_s=4.0, outage_s=9.0, rotations=30, kills=3)
 LONG = Size("long", grants=50, access_ttl=8.0, fault_s=30.0, outage_s=40.0, rotations=400, kills=30)
 
 
@@ -285,7 +285,9 @@ class World:
 
     def refresh_calls(self) -> Counter[int]:
         """Calls to Lucid's refresh endpoint so far, by HTTP status."""
-        return Counter({s: n for (ep, s), n in list(self.lucid.calls.items()) if ep == "token_refresh"})
+        return Counter(
+            {s: n for (ep, s), n in list(self.lucid.calls.items()) if ep == "token_refresh"}
+        )
 
     def calls_between(self, start: float, end: float) -> int:
         """Calls that reached Lucid between two time.time() moments."""

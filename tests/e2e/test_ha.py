@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from functools import partial
 import signal
 import time
+from functools import partial
 
 from .harness import CLIENT_ID, CLIENT_SECRET, grant_spec, wait_for
 from .test_operator import authorize
