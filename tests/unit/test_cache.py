@@ -1,0 +1,59 @@
+from lucidgrant.cache import Cache
+
+
+def grant(name="g", rv="5", consumer="tok", generation=1):
+    return {
+        "metadata": {
+            "namespace": "ns",
+            "name": name,
+            "uid": f"uid-{name}",
+            "resourceVersion": rv,
+            "generation": generation,
+        },
+        "spec": {
+            "clientSecretRef": {"name": "client"},
+            "scopes": ["a"],
+            "authorization": {"refreshTokenSecretRef": {"name": "boot"}},
+            "accessTokenSecret": {"name": consumer},
+        },
+    }
+
+
+def secret(name, rv):
+    return {"metadata": {"namespace": "ns", "name": name, "resourceVersion": rv}}
+
+
+def test_only_referenced_secrets_are_kept_and_older_versions_never_win():
+    cache = Cache()
+    cache.observe_grant(grant())
+    assert not cache.observe_secret(secret("unrelated", "1"))
+    assert cache.observe_secret(secret("client", "7"))
+    cache.observe_secret(secret("client", "6"))  # a late watch event
+    kept = cache.secret(("ns", "client"))[1]
+    assert kept is not None and kept["metadata"]["resourceVersion"] == "7"
+    assert cache.observe_secret(secret("g-lucidgrant-state", "8"))
+    assert set(cache.grants_of_secret(secret("boot", "9"))) == {("ns", "g")}
+    cache.observe_secret(secret("client", "10"), deleted=True)
+    assert cache.secret(("ns", "client")) == (True, None)
+
+
+def test_a_renamed_reference_drops_the_old_secret_and_forget_drops_all():
+    cache = Cache()
+    cache.observe_grant(grant())
+    cache.observe_secret(secret("tok", "3"))
+    cache.observe_grant(grant(rv="6", consumer="renamed", generation=2))
+    assert cache.secret(("ns", "tok")) == (False, None)
+    assert not cache.observe_secret(secret("tok", "4"))
+    cache.forget_grant(("ns", "g"))
+    assert not cache.observe_secret(secret("client", "11"))
+    assert ("ns", "g") not in cache.grants
+
+
+def test_spec_parsed_once_per_generation_and_errors_kept():
+    cache = Cache()
+    bad = grant()
+    bad["spec"]["tokenKind"] = "bot"
+    record = cache.observe_grant(bad)
+    first = record.spec()
+    assert isinstance(first, ValueError) and first.path == "spec.tokenKind"
+    assert record.spec() is first
