@@ -4,16 +4,22 @@ in both directions."""
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from .harness import CLIENT_ID, CLIENT_SECRET, ROOT, TEST_AGENT, grant_spec, wait_for
 from .test_operator import authorize
 
 
-def granted() -> set[tuple[str, str, str]]:
+def granted(files: tuple[str, ...], skip_namespace: str = "") -> set[tuple[str, str, str]]:
+    """Every (verb, group, resource) the Roles and ClusterRoles in `files` grant; Roles in
+    `skip_namespace` are left out (the namespaced overlay repeats one Role per namespace)."""
     rules = set()
-    for doc in yaml.safe_load_all((ROOT / "deploy/base/rbac.yaml").read_text()):
+    docs = [doc for f in files for doc in yaml.safe_load_all((ROOT / f).read_text())]
+    for doc in docs:
         if doc and doc["kind"] in ("ClusterRole", "Role"):
+            if doc["metadata"].get("namespace") == skip_namespace:
+                continue
             for rule in doc["rules"]:
                 for group in rule["apiGroups"]:
                     for resource in rule["resources"]:
@@ -22,7 +28,23 @@ def granted() -> set[tuple[str, str, str]]:
     return rules
 
 
-def test_every_call_is_granted_and_every_grant_is_used(kube_api, cluster, lucid, start_operator):
+MODES = {
+    # deploy/ as is: cluster-wide.
+    "cluster": (("--all-namespaces",), ("deploy/base/rbac.yaml",)),
+    # The namespaced overlay: its ClusterRole, one of its per-namespace Roles, and the base's
+    # leader-election Role (the overlay deletes only the base's ClusterRole and binding).
+    "namespaced": (
+        ("--namespace", "default"),
+        ("deploy/overlays/namespaced/namespaced-rbac.yaml", "deploy/base/rbac.yaml"),
+    ),
+}
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_every_call_is_granted_and_every_grant_is_used(
+    mode, kube_api, cluster, lucid, start_operator
+):
+    args, files = MODES[mode]
     api, _ = kube_api
     cluster.put_secret("lucid-client", {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET})
     authorize(cluster, lucid)
@@ -30,7 +52,7 @@ def test_every_call_is_granted_and_every_grant_is_used(kube_api, cluster, lucid,
     ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "lucidgrant-system"}}
     assert cluster.http.post("/api/v1/namespaces", json=ns).status_code == 201
     start_operator(
-        "--all-namespaces",
+        *args,
         LUCIDGRANT_LEADER_ELECTION="true",
         LUCIDGRANT_LEASE_DURATION="2",
         LUCIDGRANT_POD_NAMESPACE="lucidgrant-system",
@@ -50,7 +72,11 @@ def test_every_call_is_granted_and_every_grant_is_used(kube_api, cluster, lucid,
         for r in list(api.requests)
         if r.resource and r.user_agent != TEST_AGENT
     }
-    rules = granted()
+    rules = granted(files, skip_namespace="team-b") if mode == "namespaced" else granted(files)
+    if mode == "namespaced":  # the base's ClusterRole is deleted by the overlay
+        rules = granted(files[:1], skip_namespace="team-b") | {
+            r for r in granted(files[1:]) if r[1] == "coordination.k8s.io"
+        }
     missing = used - rules
     assert not missing, f"the operator called what RBAC does not grant: {sorted(missing)}"
     unused = {rule for rule in rules if rule not in used}
