@@ -92,7 +92,9 @@ class Engine:
         self.lucid = lucid
         self.cache = cache
         self.metrics = metrics
-        self.store = StateStore(kube, holder)
+        self.store = StateStore(
+            kube, holder, on_store_failure=metrics.refreshes.labels("store_error").inc
+        )
         self.clock = clock
         self.rand = rand
         self.authorization_url = authorization_url
@@ -155,18 +157,11 @@ class Engine:
             return None
         try:
             await self._work(key, record, spec, step)
-        except KubeError as exc:
-            log.warning("grant %s/%s: Kubernetes API error: %s; retrying", *key, exc)
-            step.problem = (
-                "KubernetesUnavailable",
-                "The Kubernetes API refused a write; retrying.",
-            )
-            step.next_at = self.clock() + schedule.backoff_delay(2, self.rand())
-        except OSError as exc:
-            log.warning(
-                "grant %s/%s: Kubernetes API unreachable (%s); retrying", *key, type(exc).__name__
-            )
-            step.problem = ("KubernetesUnavailable", "The Kubernetes API is unreachable; retrying.")
+        except (KubeError, OSError) as exc:
+            self.metrics.refreshes.labels("store_error").inc()
+            what = exc if isinstance(exc, KubeError) else type(exc).__name__
+            log.warning("grant %s/%s: Kubernetes API call failed: %s; retrying", *key, what)
+            step.problem = ("KubernetesUnavailable", "A Kubernetes API call failed; retrying.")
             step.next_at = self.clock() + schedule.backoff_delay(2, self.rand())
         try:
             await self._publish(key, record, step, suspended=False)
@@ -470,6 +465,7 @@ class Engine:
                 )
         elif isinstance(exc, ClientRejected):
             self.metrics.refreshes.labels(exc.reason).inc()
+            record.failures += 1
             secret = await self._secret(key[0], spec.client_secret_name)
             record.client_rejected_rv = str(
                 (secret or {}).get("metadata", {}).get("resourceVersion", "")

@@ -12,7 +12,7 @@ import asyncio
 import base64
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -190,9 +190,12 @@ class StateStore:
     """Reads and writes state Secrets. Every write is a merge patch carrying the resourceVersion
     it was based on, so that a concurrent writer shows up as a 409 instead of a lost update."""
 
-    def __init__(self, kube: Kube, holder: str) -> None:
+    def __init__(
+        self, kube: Kube, holder: str, on_store_failure: Callable[[], None] = lambda: None
+    ) -> None:
         self.kube = kube
         self.holder = holder
+        self.on_store_failure = on_store_failure
 
     async def read(self, namespace: str, grant_name: str) -> dict[str, Any] | None:
         return await self.kube.get(secret_path(namespace, state_secret_name(grant_name)))
@@ -280,6 +283,7 @@ class StateStore:
             except Conflict:
                 base_rv = None  # ours is the newest: write unconditionally
             except Exception as exc:  # whatever it is, giving up would lose the grant
+                self.on_store_failure()
                 log.error(
                     "storing the rotated refresh token of %s/%s failed (attempt %d): %s; retrying",
                     namespace,
