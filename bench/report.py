@@ -116,7 +116,10 @@ def table(results: Sequence[Mapping[str, Any]]) -> str:
     )
     lines = [header, "|" + " --- |" * 12]
     for r in results:
-        kube = ", ".join(f"{k} {v:.2f}" for k, v in r["kube_per_refresh"].items()) or "n/a"
+        kube = (
+            ", ".join(f"{k} {v:.2f}" for k, v in r["kube_per_refresh"].items() if v >= 0.005)
+            or "n/a"
+        )
         lines.append(
             f"| {r['n']:,} | {r['access_ttl']:g}s / {r['refresh_before']} "
             f"| {r['routine_refreshes']:,} | {_f(r['refreshes_per_s'], 1)} "

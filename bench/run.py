@@ -262,6 +262,33 @@ def run_size(
         kube.stop()
 
 
+NOTES = """\
+How to read it:
+
+- Routine refresh: every refresh of a grant after its first (the first adopts the bootstrap
+  refresh token and also introspects it). Counts, rates, calls and CPU per refresh come from the
+  steady-state window: from the moment every grant is adopted to the end of the run.
+- Late vs due: Lucid's refresh time minus the due time the operator computes
+  (`lucidgrant.schedule.refresh_due_at`: the access token's expiry minus
+  min(refreshBefore, lifetime / 3) minus the grant's jitter), over every routine refresh of the
+  run. Expired tokens: routine refreshes that came after the old access token's expiry, plus
+  grants whose token expired unrefreshed by the end (target 0).
+- Kubernetes calls: from the emulated API server's request log. A routine refresh is 3 Secret
+  patches (take the lock; store the rotated tokens and unlock; the consumer Secret) and 1 status
+  patch; no reads. `watch` rows are the operator's watch reconnections.
+- Operator CPU: user + system time of the operator process over the window, divided by the
+  refreshes in it (watch-event handling included). RSS: the operator's peak resident memory;
+  KB per grant is (peak - resident at start) / grants.
+- Start to all grants scheduled: from starting the operator (grants already created) to the last
+  grant's first refresh at Lucid (adoption; its next refresh is scheduled in the same step).
+- One-shot baseline: `bench/oneshot.py` started once per refresh (start Python, load the
+  kubernetes client and kubeconfig, read the Secret, refresh with httpx, patch the Secret); CPU
+  from the children's rusage. Run in the same invocation after the operator stopped.
+- Lifetimes are compressed so that every grant rotates within the run; at 10,000 grants the TTL
+  is set so the refresh rate (about 50/s) stays within what 2 cores give three Python processes.
+"""
+
+
 def render(results: list[dict[str, Any]], command: str) -> str:
     parts = [
         "# Benchmark results",
@@ -282,7 +309,8 @@ def render(results: list[dict[str, Any]], command: str) -> str:
     for r in results:
         kube = ", ".join(f"`{k}` {v:.3f}" for k, v in r.get("kube_per_refresh", {}).items())
         parts.append(f"- {r['n']:,} grants: {kube or 'n/a'}")
-    return "\n".join(parts) + "\n"
+    parts += ["", NOTES]
+    return "\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -303,6 +331,13 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         help="write the markdown table here (default bench/RESULTS.md, none with --quick)",
     )
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="result.json files of earlier runs to add to the table",
+    )
     args = parser.parse_args(argv)
     sizes = [20] if args.quick else [int(s) for s in args.sizes.split(",") if s.strip()]
     results_path = args.results or (None if args.quick else ROOT / "bench" / "RESULTS.md")
@@ -312,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
         else ("python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv))
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    results = []
+    results = [json.loads(path.read_text()) for path in args.merge]
     for n in sizes:
         profile = profile_for(n)
         if args.duration:
@@ -328,6 +363,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         (out_dir / "result.json").write_text(json.dumps(result, indent=2, default=str))
         results.append(result)
+    results.sort(key=lambda r: int(r["n"]))
     text = render(results, command)
     print()
     print(text)

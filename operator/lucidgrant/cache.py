@@ -29,6 +29,29 @@ def _rv(obj: Mapping[str, Any] | None) -> int:
         return 0
 
 
+_META_KEPT = (
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "finalizers",
+    "deletionTimestamp",
+)
+
+
+def slim(obj: Mapping[str, Any], keep: tuple[str, ...]) -> dict[str, Any]:
+    """The parts of an object the operator reads, without managedFields and the like: at
+    10,000 grants and three Secrets each, what the cache holds is most of the memory."""
+    meta = obj.get("metadata") or {}
+    result = {k: obj[k] for k in keep if k in obj}
+    result["metadata"] = {k: meta[k] for k in _META_KEPT if k in meta}
+    return result
+
+
 def newer(candidate: Mapping[str, Any], current: Mapping[str, Any] | None) -> bool:
     """Whether `candidate` is at least as new as `current`. resourceVersions are opaque to
     clients in principle, but integers in every API server in practice; a non-integer one is
@@ -85,7 +108,8 @@ class Cache:
     _refs: dict[Key, set[Key]] = field(default_factory=lambda: defaultdict(set))
     _refs_of: dict[Key, set[Key]] = field(default_factory=dict)
 
-    def observe_grant(self, body: dict[str, Any]) -> GrantRecord:
+    def observe_grant(self, body: Mapping[str, Any]) -> GrantRecord:
+        body = slim(body, ("apiVersion", "kind", "spec", "status"))
         key = key_of(body)
         record = self.grants.get(key)
         if record is None:
@@ -124,10 +148,11 @@ class Cache:
     def grants_of_secret(self, secret: Mapping[str, Any]) -> Iterable[Key]:
         return set(self._refs.get(key_of(secret), ()))
 
-    def observe_secret(self, secret: dict[str, Any], deleted: bool = False) -> bool:
+    def observe_secret(self, secret: Mapping[str, Any], deleted: bool = False) -> bool:
         """Remember a Secret from a watch event or a write's answer; True if it concerns us."""
         if not self.is_relevant(secret):
             return False
+        secret = slim(secret, ("data", "type"))
         key = key_of(secret)
         current = self.secrets.get(key)
         if deleted:
