@@ -59,7 +59,7 @@ def newer(candidate: Mapping[str, Any], current: Mapping[str, Any] | None) -> bo
     return current is None or _rv(candidate) >= _rv(current) or _rv(candidate) == 0
 
 
-@dataclass
+@dataclass(slots=True)
 class GrantRecord:
     body: dict[str, Any]
     failures: int = 0

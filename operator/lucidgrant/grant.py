@@ -36,13 +36,13 @@ class SpecError(ValueError):
         self.message = message
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SecretKeyRef:
     name: str
     key: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ConsumerSecret:
     name: str
     access_token_key: str = "access_token"
@@ -53,7 +53,7 @@ class ConsumerSecret:
     annotations: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GrantSpec:
     client_secret_name: str
     client_id_key: str
