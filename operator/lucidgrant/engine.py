@@ -353,8 +353,10 @@ class Engine:
     async def _refresh_confirmed(
         self, key: Key, creds: ClientCredentials, refresh_token: str, adopt_digest: str | None
     ) -> TokenSet:
-        """Refresh; an invalid_grant is believed only after re-reading the stored token (another
-        writer may have rotated it) and one more try after a short pause."""
+        """Refresh. One invalid_grant is weak evidence (users report flaky ones), so before it is
+        believed: re-read the stored token (another writer may have rotated it), ask Lucid's
+        introspection whether the token is alive (then the answer was flaky: retry later), and
+        try once more after a short pause."""
         try:
             return await self.lucid.refresh(creds, refresh_token)
         except InvalidGrant:
@@ -364,8 +366,20 @@ class Engine:
                     stored = self._remember(fresh)
                     if stored.refresh_token and stored.refresh_token != refresh_token:
                         raise _RotatedElsewhere("the stored refresh token changed") from None
+            if await self._reported_alive(creds, refresh_token):
+                raise TransientError(
+                    "Lucid answered invalid_grant for a refresh token its introspection "
+                    "reports active"
+                ) from None
             await asyncio.sleep(self.confirm_delay)
             return await self.lucid.refresh(creds, refresh_token)
+
+    async def _reported_alive(self, creds: ClientCredentials, token: str) -> bool:
+        """Whether introspection says the token is active; False when it cannot tell."""
+        try:
+            return (await self.lucid.introspect(creds, token)).active
+        except LucidError:
+            return False
 
     async def _rotated(
         self,
