@@ -13,7 +13,7 @@ from .world import LONG, SHORT, Size, summary, world
 
 
 def clock_skew(tmp: Path, size: Size, skew: float) -> None:
-    window = size.fault_s * (3 if size.long else 1.5)
+    window = size.fault_s * (3 if size.long else 1)
 
     def clock() -> float:
         return time.time() + skew

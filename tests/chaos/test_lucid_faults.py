@@ -55,7 +55,7 @@ def _slow(lucid: LucidEmulator, window: float) -> str:
 
 
 def _flaky(lucid: LucidEmulator, window: float) -> str:
-    lucid.flaky_invalid_grant(0.3, seed=20240611)
+    lucid.flaky_invalid_grant(0.3)  # unseeded: a new draw every run
     return "flaky_invalid_grant(p=0.3): 400 invalid_grant for a live token, no rotation"
 
 
@@ -78,16 +78,19 @@ def lucid_faults(tmp: Path, size: Size, scenarios: list[str]) -> None:
 def one_fault(w: World, size: Size, scenario: str) -> None:
     fault, inject, opts = CASES[scenario]
     window = size.outage_s if opts.get("outage") else size.fault_s
+    if opts.get("flaky"):
+        # Flaky answers are random: long enough for dozens of refreshes and ~20 flaky answers.
+        window = size.outage_s if size.long else size.outage_s * 1.5
     retry_after = None
     if opts.get("ra"):
-        retry_after = 5.0 if not size.long else 12.0
+        retry_after = 3.0 if not size.long else 12.0
         inject = _storm(429, retry_after)
     backoff_bound = not opts.get("flaky")
     before = w.refresh_calls()
     rotations = w.rotations()
     flaky_before = w.lucid.flaky_invalid_grant_count
-    t0 = time.time()
     how = inject(w.lucid, window)
+    t0 = time.time()  # the fault is fully on from here
     time.sleep(window)
     w.lucid.clear_faults()
     t1 = time.time()

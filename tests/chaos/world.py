@@ -319,7 +319,7 @@ class World:
         return text
 
     def stop(self, proc: OperatorProcess, sig: int = signal.SIGTERM) -> int:
-        if proc.proc.poll() is None and sig != signal.SIGKILL:
+        if proc.proc.poll() is None:
             self.scrape(proc)
         return proc.stop(sig)
 

@@ -12,7 +12,7 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from tests.chaos.world import SHORT, world
-from tests.e2e.harness import CLIENT_ID, CLIENT_SECRET, wait_for
+from tests.e2e.harness import CLIENT_ID, CLIENT_SECRET
 
 answers = st.tuples(
     st.integers(200, 599),
@@ -38,13 +38,13 @@ def test_arbitrary_lucid_answers_never_crash_the_operator(tmp_path: Any) -> None
         w.add_grants()
         proc = w.start_operator()
         w.wait_serving(60, "every grant serving before the faults")
-        faults = generated(60)
+        faults = generated(40)
         for status, body, retry_after in faults:
             w.lucid.fail_next(1, status, retry_after=retry_after, body=body)  # type: ignore[arg-type]
         w.lucid.html_next(5)
         w.lucid.malformed_next(5)
-        queued = len(faults) + 10
-        deadline = time.monotonic() + 20
+        queued = len(faults) + 10  # and the HTML and truncated ones
+        deadline = time.monotonic() + 12
         while time.monotonic() < deadline and w.lucid.stats()["faults"]["pending_failures"]:
             time.sleep(0.25)
             assert proc.proc.poll() is None, "the operator died"
@@ -52,7 +52,7 @@ def test_arbitrary_lucid_answers_never_crash_the_operator(tmp_path: Any) -> None
         w.lucid.clear_faults()
         # The backoff (and client rejections, which wait for a change of the client Secret)
         # slow the operator down, so not every answer is used; most must have been.
-        assert consumed >= 30, f"only {consumed} of {queued} arbitrary answers were used"
+        assert consumed >= 20, f"only {consumed} of {queued} arbitrary answers were used"
         print(f"arbitrary Lucid answers consumed: {consumed} of {queued}")
         # A 401/403 in the mix is a client rejection, kept until the client Secret changes
         # (by design): change it, as a person fixing the credentials would.

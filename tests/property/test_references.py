@@ -17,7 +17,9 @@ def test_references_to_other_namespaces_are_pruned_and_never_written(tmp_path: A
     with world(tmp_path, SHORT) as w:
         c = w.cluster
         # The same names exist in another namespace, with a live grant and a client.
-        c.put_secret("lucid-client", {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}, OTHER)
+        c.put_secret(
+            "lucid-client", {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}, OTHER
+        )
         token = w.lucid.issue_grant(CLIENT_ID, SCOPES)["refresh_token"]
         c.put_secret("boot-x", {"refresh_token": token}, OTHER)
         c.put_secret("tok-x", {"access_token": "theirs"}, OTHER)
@@ -40,8 +42,10 @@ def test_references_to_other_namespaces_are_pruned_and_never_written(tmp_path: A
         start = len(w.kube.requests)
         w.start_operator()
         wait_for(
-            lambda: (c.condition("x", "ReauthorizationRequired") or {}).get("reason")
-            == "AwaitingAuthorization",
+            lambda: (
+                (c.condition("x", "ReauthorizationRequired") or {}).get("reason")
+                == "AwaitingAuthorization"
+            ),
             timeout=30,
             what="x reported as awaiting authorization in its own namespace",
         )
@@ -94,21 +98,26 @@ def test_secrets_owned_by_another_grant_or_controller_are_refused(tmp_path: Any)
                 accessTokenSecret={"name": target},
             )
             assert c.create_grant(name, spec).status_code == 201
-        for name in ("b-grant", "c-deploy"):
-            wait_for(
-                lambda name=name: (c.condition(name, "Ready") or {}).get("reason")
-                == "SecretConflict",
-                timeout=30,
-                what=f"{name} reported SecretConflict",
-            )
+
+        def conflict(name: str) -> bool:
+            return (c.condition(name, "Ready") or {}).get("reason") == "SecretConflict"
+
+        wait_for(
+            lambda: conflict("b-grant") and conflict("c-deploy"),
+            timeout=30,
+            what="b-grant and c-deploy reported SecretConflict",
+        )
         foreign_after = c.secret_object("web-config") or {}
         assert foreign_after["data"] == foreign_before["data"]
-        assert foreign_after["metadata"]["resourceVersion"] == foreign_before["metadata"][
-            "resourceVersion"
-        ]
+        assert (
+            foreign_after["metadata"]["resourceVersion"]
+            == foreign_before["metadata"]["resourceVersion"]
+        )
         owned_after = c.secret_object(f"tok-{owner}") or {}
         refs = owned_after["metadata"]["ownerReferences"]
-        assert [r["uid"] for r in refs] == [r["uid"] for r in owned_before["metadata"]["ownerReferences"]]
+        assert [r["uid"] for r in refs] == [
+            r["uid"] for r in owned_before["metadata"]["ownerReferences"]
+        ]
         # The owning grant's Secret still holds its own live token, not another grant's.
         w.wait_serving(30, "the owning grant still serving")
         w.stop_all()

@@ -127,9 +127,8 @@ def _reported(cluster: Cluster, names: list[str]) -> list[str]:
         grant = by_name[name]
         status = grant.get("status") or {}
         conds = {c["type"]: c for c in status.get("conditions") or []}
-        ok = (
-            status.get("observedGeneration") == grant["metadata"]["generation"]
-            and all(conds.get(t, {}).get("reason") for t in ("Ready", "ReauthorizationRequired"))
+        ok = status.get("observedGeneration") == grant["metadata"]["generation"] and all(
+            conds.get(t, {}).get("reason") for t in ("Ready", "ReauthorizationRequired")
         )
         if not ok:
             missing.append(name)
