@@ -26,6 +26,7 @@ from lucidgrant.lucid import (
     InvalidGrant,
     LucidClient,
     LucidError,
+    PartialAnswer,
     ScopesRejected,
     TokenSet,
     TransientError,
@@ -33,6 +34,7 @@ from lucidgrant.lucid import (
 from lucidgrant.metrics import Metrics
 from lucidgrant.status import READY, REAUTH, Outcome, condition_of, desired_status, status_diff
 from lucidgrant.store import (
+    ANN_ACCESS_EXPIRES,
     ANN_BOOTSTRAP,
     ANN_CONSUMER,
     ANN_DEAD,
@@ -345,6 +347,17 @@ class Engine:
                 tokens = await self.lucid.exchange_code(creds, code, spec.redirect_uri or "")
             else:
                 tokens = await self._refresh_confirmed(key, creds, refresh_token, adopt_digest)
+        except PartialAnswer as exc:
+            # Lucid rotated: keep its refresh token, then fail like any transient error.
+            ann: dict[str, str | None] = {ANN_ACCESS_EXPIRES: f"{self.clock():.3f}"}
+            if adopt_digest is not None:
+                ann.update({ANN_BOOTSTRAP: adopt_digest, ANN_DEAD: None})
+            saved = await self.store.save_rotation(
+                *key, step.state.resource_version, exc.refresh_token, None, ann
+            )
+            step.state = self._remember(saved)
+            await self._failed(key, record, spec, creds, step, exc, None)
+            return
         except LucidError as exc:
             await self._failed(key, record, spec, creds, step, exc, adopt_digest)
             return
@@ -397,7 +410,11 @@ class Engine:
             annotations[ANN_BOOTSTRAP] = adopt_digest
         # The first duty: the rotated refresh token exists nowhere else.
         saved = await self.store.save_rotation(
-            *key, step.state.resource_version, tokens, annotations
+            *key,
+            step.state.resource_version,
+            tokens.refresh_token,
+            tokens.access_token,
+            annotations,
         )
         step.state = self._remember(saved)
         step.refreshed = True
@@ -563,7 +580,9 @@ class Engine:
         if locked is None:
             raise LockBusy(self.clock())
         annotations = token_annotations(tokens, tokens.issued_at + REFRESH_TOKEN_LIFETIME, "Issued")
-        saved = await self.store.save_rotation(*key, locked.resource_version, tokens, annotations)
+        saved = await self.store.save_rotation(
+            *key, locked.resource_version, tokens.refresh_token, tokens.access_token, annotations
+        )
         self._remember(saved)
         record.failures = 0
         record.retry_at = None

@@ -54,6 +54,15 @@ class InvalidGrant(LucidError):
     reason = "invalid_grant"
 
 
+class PartialAnswer(TransientError):
+    """A successful answer with a usable new refresh token but another field unusable. Lucid
+    has rotated already, so the refresh token must be stored even though the answer is bad."""
+
+    def __init__(self, refresh_token: str) -> None:
+        super().__init__("Lucid's token answer lacks a valid field (its refresh token is kept)")
+        self.refresh_token = refresh_token
+
+
 class ClientRejected(LucidError):
     """Lucid refused the client credentials (wrong secret, or an admin disabled the client)."""
 
@@ -153,6 +162,8 @@ def parse_token_response(body: Any, issued_at: float) -> TokenSet:
         and isinstance(scopes, list)
         and all(isinstance(s, str) for s in scopes)
     ):
+        if isinstance(refresh, str) and refresh:
+            raise PartialAnswer(refresh)
         raise TransientError("Lucid's token answer lacks a valid field")
     user_id = body.get("user_id")
     account_id = body.get("account_id")

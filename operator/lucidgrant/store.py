@@ -261,7 +261,8 @@ class StateStore:
         namespace: str,
         grant_name: str,
         rv: str,
-        tokens: TokenSet,
+        refresh_token: str,
+        access_token: str | None,
         annotations: Mapping[str, str | None],
         *,
         retry_delay: float = 0.5,
@@ -269,9 +270,13 @@ class StateStore:
         """Store a rotated refresh token; the first duty after Lucid answers. The answer
         holds the only live refresh token, so this retries until it succeeds, and on a
         conflict it re-reads and writes again: a newer token cannot exist elsewhere, since
-        the refresh that produced ours invalidated the one anybody else could have used."""
+        the refresh that produced ours invalidated the one anybody else could have used.
+        Without an access token (a partial answer) the old one, dead now, is removed."""
         ann = {**annotations, ANN_LOCK_HOLDER: None, ANN_LOCK_UNTIL: None}
-        data = {KEY_REFRESH: b64(tokens.refresh_token), KEY_ACCESS: b64(tokens.access_token)}
+        data = {
+            KEY_REFRESH: b64(refresh_token),
+            KEY_ACCESS: b64(access_token) if access_token else None,
+        }
         attempt = 0
         base_rv: str | None = rv
         while True:

@@ -288,3 +288,17 @@ def test_scopes_beyond_the_grant_need_reauthorization(cluster, lucid, start_oper
         )
     )
     assert cluster.is_true("reporting", "Ready")
+
+
+def test_an_answer_without_access_token_still_keeps_the_rotated_refresh_token(
+    cluster, lucid, start_operator
+):
+    grant_id = setup_grant(cluster, lucid)
+    start_operator()
+    wait_for(lambda: cluster.is_true("reporting", "Ready"), what="Ready")
+    rotations = lucid.grant_info(grant_id).rotations
+    lucid.partial_answer_next(1)
+    wait_for(lambda: lucid.grant_info(grant_id).rotations >= rotations + 3, timeout=40)
+    assert lucid.invalid_grant_count == 0
+    assert not cluster.is_true("reporting", "ReauthorizationRequired")
+    wait_for(lambda: live_token_written(cluster, lucid, grant_id), what="live token written")

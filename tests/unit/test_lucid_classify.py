@@ -4,6 +4,7 @@ import pytest
 from lucidgrant.lucid import (
     ClientRejected,
     InvalidGrant,
+    PartialAnswer,
     TransientError,
     classify_error,
     parse_token_response,
@@ -73,3 +74,10 @@ def test_token_answer_parsed_and_repr_hides_tokens():
     assert tokens.access_expires_at == 3700
     assert tokens.user_id == "1001"
     assert "lat_A" not in repr(tokens) and "lrt_R" not in repr(tokens)
+
+
+def test_an_answer_with_a_new_refresh_token_but_no_access_token_keeps_the_refresh_token():
+    with pytest.raises(PartialAnswer) as err:
+        parse_token_response({"refresh_token": "lrt_NEW", "expires_in": 3600}, 0)
+    assert err.value.refresh_token == "lrt_NEW"
+    assert "lrt_NEW" not in str(err.value) and "lrt_NEW" not in repr(err.value)

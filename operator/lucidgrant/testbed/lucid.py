@@ -208,6 +208,7 @@ class LucidEmulator:
         self._flaky_probability = 0.0
         self._flaky_rng = random.Random()
         self._flaky_next = 0
+        self._partial_next = 0
 
         self._runner: web.AppRunner | None = None
         self._url = ""
@@ -430,6 +431,12 @@ class LucidEmulator:
         with self._lock:
             self._flaky_next = int(n)
 
+    def partial_answer_next(self, n: int = 1) -> None:
+        """Rotate as usual but answer without `access_token`: the worst malformed answer, since
+        the new refresh token in it is the only live one."""
+        with self._lock:
+            self._partial_next = int(n)
+
     def clear_faults(self) -> None:
         with self._lock:
             self._outage_until = -math.inf
@@ -439,6 +446,7 @@ class LucidEmulator:
             self._slow_process_first = False
             self._flaky_probability = 0.0
             self._flaky_next = 0
+            self._partial_next = 0
 
     # ---------------------------------------------------------------- internals
 
@@ -700,7 +708,11 @@ class LucidEmulator:
         grant.refreshes.append(record)
         self._refresh_log.append(record)
         self.refresh_count += 1
-        return _json(200, self._token_body(grant, now), NO_STORE)
+        body = self._token_body(grant, now)
+        if self._partial_next > 0:
+            self._partial_next -= 1
+            del body["access_token"]
+        return _json(200, body, NO_STORE)
 
     async def _introspect(self, request: web.Request) -> web.Response:
         fields = await _read_fields(request)
@@ -831,6 +843,7 @@ class LucidEmulator:
             "slow": self.slow,
             "flaky_invalid_grant": self.flaky_invalid_grant,
             "flaky_invalid_grant_next": self.flaky_invalid_grant_next,
+            "partial_answer_next": self.partial_answer_next,
             "clear": self.clear_faults,
         }
         switch = switches.get(str(body.pop("fault", "")))
