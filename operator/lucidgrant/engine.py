@@ -39,6 +39,7 @@ from lucidgrant.store import (
     ANN_CONSUMER,
     ANN_DEAD,
     ANN_REFRESH_EXPIRES,
+    ANN_REFRESH_LIFETIME,
     ANN_REFRESH_SOURCE,
     REFRESH_TOKEN_LIFETIME,
     GrantState,
@@ -404,8 +405,10 @@ class Engine:
         adopt_digest: str | None,
     ) -> None:
         assert step.state is not None
-        refresh_expires = tokens.issued_at + REFRESH_TOKEN_LIFETIME
-        annotations = token_annotations(tokens, refresh_expires, "Issued")
+        # Every refresh brings a new refresh token with a full lifetime: Lucid's documented one,
+        # or the one introspection showed when the grant was adopted.
+        lifetime = step.state.refresh_lifetime or REFRESH_TOKEN_LIFETIME
+        annotations = token_annotations(tokens, tokens.issued_at + lifetime, "Issued")
         if adopt_digest is not None:
             annotations[ANN_BOOTSTRAP] = adopt_digest
         # The first duty: the rotated refresh token exists nowhere else.
@@ -454,6 +457,7 @@ class Engine:
         ann = {ANN_REFRESH_SOURCE: source}
         if expires is not None:
             ann[ANN_REFRESH_EXPIRES] = f"{expires:.3f}"
+            ann[ANN_REFRESH_LIFETIME] = f"{expires - tokens.issued_at:.3f}"
         saved = await self.store.annotate(*key, None, ann)
         self._remember(saved)
 

@@ -35,6 +35,7 @@ ANN_ACCESS_EXPIRES = _A + "access-expires-at"
 ANN_ACCESS_LIFETIME = _A + "access-lifetime"
 ANN_REFRESH_EXPIRES = _A + "refresh-expires-at"
 ANN_REFRESH_SOURCE = _A + "refresh-expiry-source"
+ANN_REFRESH_LIFETIME = _A + "refresh-lifetime"
 ANN_SCOPES = _A + "scopes"
 ANN_USER_ID = _A + "user-id"
 ANN_ACCOUNT_ID = _A + "account-id"
@@ -114,6 +115,7 @@ class GrantState:
     access_lifetime: float | None = None
     refresh_expires_at: float | None = None
     refresh_expiry_source: str = "Issued"
+    refresh_lifetime: float | None = None
     scopes: tuple[str, ...] = ()
     user_id: str | None = None
     account_id: str | None = None
@@ -148,6 +150,7 @@ def parse_state(secret: Mapping[str, Any]) -> GrantState:
         access_lifetime=_float(ann.get(ANN_ACCESS_LIFETIME)),
         refresh_expires_at=_float(ann.get(ANN_REFRESH_EXPIRES)),
         refresh_expiry_source=ann.get(ANN_REFRESH_SOURCE, "Issued"),
+        refresh_lifetime=_float(ann.get(ANN_REFRESH_LIFETIME)),
         scopes=tuple(ann.get(ANN_SCOPES, "").split()),
         user_id=ann.get(ANN_USER_ID) or None,
         account_id=ann.get(ANN_ACCOUNT_ID) or None,
