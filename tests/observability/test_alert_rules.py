@@ -34,11 +34,8 @@ EXPECTED_ALERTS = {
 
 
 def runbook_text() -> str:
-    """The README's runbook, or the fragment it is folded from until the lead folds it in."""
-    readme = (ROOT / "README.md").read_text()
-    if "### Runbook: " in readme:
-        return readme
-    return (ROOT / ".fragments" / "observability.md").read_text()
+    """The README, where the runbook lives."""
+    return (ROOT / "README.md").read_text()
 
 
 def promtool() -> str:
