@@ -32,7 +32,16 @@ from lucidgrant.lucid import (
     TransientError,
 )
 from lucidgrant.metrics import Metrics
-from lucidgrant.status import READY, REAUTH, Outcome, condition_of, desired_status, status_diff
+from lucidgrant.status import (
+    READY,
+    REAUTH,
+    Outcome,
+    awaiting_authorization,
+    condition_of,
+    dead_grant,
+    desired_status,
+    status_diff,
+)
 from lucidgrant.store import (
     ANN_ACCESS_EXPIRES,
     ANN_BOOTSTRAP,
@@ -223,9 +232,9 @@ class Engine:
         if bootstrap is not None and digest(bootstrap) != state.bootstrap_digest:
             await self._adopt(key, record, spec, creds, state, bootstrap, step)
         elif state.dead_reason:
-            step.reauth = self._dead_message(state.dead_reason, spec)
+            step.reauth = dead_grant(state.dead_reason, spec)
         elif state.refresh_token is None:
-            step.reauth = self._awaiting(spec)
+            step.reauth = awaiting_authorization(spec)
         else:
             await self._maybe_refresh(key, record, spec, creds, step)
         if (
@@ -254,30 +263,6 @@ class Engine:
         if ref is None:
             return None
         return secret_value(await self._secret(key[0], ref.name), ref.key) or None
-
-    def _awaiting(self, spec: GrantSpec) -> tuple[str, str]:
-        ref = spec.bootstrap_ref
-        what = "code" if spec.code_ref else "refresh token"
-        where = (
-            f"put a {what} in Secret {ref.name!r} key {ref.key!r}"
-            if ref
-            else "set spec.authorization"
-        )
-        return (
-            "AwaitingAuthorization",
-            f"No grant yet: authorize the Lucid app once, then {where}.",
-        )
-
-    def _dead_message(self, reason: str, spec: GrantSpec) -> tuple[str, str]:
-        texts = {
-            "InvalidGrant": "Lucid refused the refresh token (revoked, or rotated away)",
-            "RefreshTokenExpired": "The refresh token expired",
-            "ScopesRejected": "Lucid refused the grant's scopes",
-        }
-        ref = spec.bootstrap_ref
-        how = f" and put the new value in Secret {ref.name!r} key {ref.key!r}" if ref else ""
-        text = texts.get(reason, "The grant is no longer valid")
-        return (reason if reason in texts else "InvalidGrant", f"{text}: authorize again{how}.")
 
     # -- refreshing ------------------------------------------------------------------------
 
@@ -494,7 +479,7 @@ class Engine:
                 )
             else:
                 release[ANN_DEAD] = reason
-                step.reauth = self._dead_message(reason, spec)
+                step.reauth = dead_grant(reason, spec)
                 log.warning(
                     "grant %s/%s: %s confirmed; a person must authorize again", *key, reason
                 )
@@ -520,7 +505,7 @@ class Engine:
             record.last_error = f"{exc} (attempt {record.failures}); retrying with backoff."
             if schedule.refresh_token_exhausted(now, state.refresh_expires_at):
                 release[ANN_DEAD] = "RefreshTokenExpired"
-                step.reauth = self._dead_message("RefreshTokenExpired", spec)
+                step.reauth = dead_grant("RefreshTokenExpired", spec)
             else:
                 record.retry_at = schedule.retry_at(
                     now, record.failures, self.rand(), exc.retry_after, state.access_expires_at

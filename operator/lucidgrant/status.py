@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lucidgrant.grant import GrantSpec
+
 READY = "Ready"
 REAUTH = "ReauthorizationRequired"
 
@@ -48,6 +50,31 @@ def condition_of(status: Mapping[str, Any] | None, type_: str) -> Mapping[str, A
         if cond.get("type") == type_:
             return dict(cond)
     return None
+
+
+def awaiting_authorization(spec: GrantSpec) -> tuple[str, str]:
+    """ReauthorizationRequired's reason and message for a grant never authorized."""
+    ref = spec.bootstrap_ref
+    what = "code" if spec.code_ref else "refresh token"
+    where = (
+        f"put a {what} in Secret {ref.name!r} key {ref.key!r}" if ref else "set spec.authorization"
+    )
+    return ("AwaitingAuthorization", f"No grant yet: authorize the Lucid app once, then {where}.")
+
+
+_DEAD = {
+    "InvalidGrant": "Lucid refused the refresh token (revoked, or rotated away)",
+    "RefreshTokenExpired": "The refresh token expired",
+    "ScopesRejected": "Lucid refused the grant's scopes",
+}
+
+
+def dead_grant(reason: str, spec: GrantSpec) -> tuple[str, str]:
+    """ReauthorizationRequired's reason and message for a grant Lucid no longer honours."""
+    ref = spec.bootstrap_ref
+    how = f" and put the new value in Secret {ref.name!r} key {ref.key!r}" if ref else ""
+    text = _DEAD.get(reason, "The grant is no longer valid")
+    return (reason if reason in _DEAD else "InvalidGrant", f"{text}: authorize again{how}.")
 
 
 @dataclass(frozen=True)

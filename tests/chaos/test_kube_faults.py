@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .world import LONG, SHORT, Size, World, summary, world
+from .world import LONG, SHORT, Size, World, run_scenarios, summary
 
 WRITE_FAULTS = [
     ("PATCH", r"/secrets/[^/?]*-lucidgrant-state", 409),
@@ -86,21 +86,6 @@ CASES = {
 }
 
 
-def kube_faults(tmp: Path, size: Size, scenarios: list[str]) -> None:
-    """The scenarios one after another on one set of grants and one operator."""
-    with world(tmp, size) as w:
-        w.add_grants()
-        w.start_operator()
-        w.wait_serving(60, "every grant serving before the faults")
-        failures = []
-        for scenario in scenarios:
-            try:
-                one_fault(w, size, scenario)
-            except AssertionError as exc:
-                failures.append(f"{scenario}: {exc}")
-        assert not failures, "\n".join(failures)
-
-
 def one_fault(w: World, size: Size, scenario: str) -> None:
     fault, inject = CASES[scenario]
     window = size.fault_s * 1.5
@@ -144,11 +129,11 @@ def one_fault(w: World, size: Size, scenario: str) -> None:
 
 
 def test_kube_faults_short(tmp_path: Path) -> None:
-    kube_faults(tmp_path, SHORT, list(CASES))
+    run_scenarios(tmp_path, SHORT, list(CASES), one_fault)
 
 
 @pytest.mark.chaos
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("scenario", list(CASES))
 def test_kube_fault_long(tmp_path: Path, scenario: str) -> None:
-    kube_faults(tmp_path, LONG, [scenario])
+    run_scenarios(tmp_path, LONG, [scenario], one_fault)

@@ -13,7 +13,16 @@ import pytest
 
 from lucidgrant.testbed.lucid import LucidEmulator
 
-from .world import LONG, SHORT, Size, World, max_attempts, recovery_bound, summary, world
+from .world import (
+    LONG,
+    SHORT,
+    Size,
+    World,
+    max_attempts,
+    recovery_bound,
+    run_scenarios,
+    summary,
+)
 
 Inject = Callable[[LucidEmulator, float], str]
 
@@ -57,22 +66,6 @@ def _slow(lucid: LucidEmulator, window: float) -> str:
 def _flaky(lucid: LucidEmulator, window: float) -> str:
     lucid.flaky_invalid_grant(0.3)  # unseeded: a new draw every run
     return "flaky_invalid_grant(p=0.3): 400 invalid_grant for a live token, no rotation"
-
-
-def lucid_faults(tmp: Path, size: Size, scenarios: list[str]) -> None:
-    """Run the scenarios one after another against one set of grants and one operator (the
-    short run shares them to stay quick; the long run gives each scenario its own)."""
-    with world(tmp, size) as w:
-        w.add_grants()
-        w.start_operator()
-        w.wait_serving(60, "every grant serving before the faults")
-        failures = []
-        for scenario in scenarios:
-            try:
-                one_fault(w, size, scenario)
-            except AssertionError as exc:
-                failures.append(f"{scenario}: {exc}")
-        assert not failures, "\n".join(failures)
 
 
 def one_fault(w: World, size: Size, scenario: str) -> None:
@@ -151,15 +144,15 @@ TRANSIENT = [c for c in CASES if c != "lucid-flaky-invalid-grant"]
 
 
 def test_lucid_transient_faults_short(tmp_path: Path) -> None:
-    lucid_faults(tmp_path, SHORT, TRANSIENT)
+    run_scenarios(tmp_path, SHORT, TRANSIENT, one_fault)
 
 
 def test_lucid_flaky_invalid_grant_short(tmp_path: Path) -> None:
-    lucid_faults(tmp_path, SHORT, ["lucid-flaky-invalid-grant"])
+    run_scenarios(tmp_path, SHORT, ["lucid-flaky-invalid-grant"], one_fault)
 
 
 @pytest.mark.chaos
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("scenario", list(CASES))
 def test_lucid_fault_long(tmp_path: Path, scenario: str) -> None:
-    lucid_faults(tmp_path, LONG, [scenario])
+    run_scenarios(tmp_path, LONG, [scenario], one_fault)

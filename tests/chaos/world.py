@@ -373,6 +373,24 @@ def world(
             assert not hits, f"tokens or the client secret leaked: {hits}"
 
 
+def run_scenarios(
+    tmp: Path, size: Size, scenarios: list[str], one_fault: Callable[[World, Size, str], None]
+) -> None:
+    """Run the scenarios one after another against one set of grants and one operator (the
+    short run shares them to stay quick; the long run gives each scenario its own)."""
+    with world(tmp, size) as w:
+        w.add_grants()
+        w.start_operator()
+        w.wait_serving(60, "every grant serving before the faults")
+        failures = []
+        for scenario in scenarios:
+            try:
+                one_fault(w, size, scenario)
+            except AssertionError as exc:
+                failures.append(f"{scenario}: {exc}")
+        assert not failures, "\n".join(failures)
+
+
 def summary(
     w: World,
     scenario: str,

@@ -58,3 +58,22 @@ def test_patch_carries_only_changes_and_deletes():
     assert patch is not None
     assert patch["authorizationURL"] is None
     assert "observedGeneration" not in patch
+
+
+def test_messages_tell_a_person_where_to_put_the_new_authorization():
+    from lucidgrant.grant import parse_spec
+    from lucidgrant.status import awaiting_authorization, dead_grant
+
+    spec = parse_spec(
+        {
+            "clientSecretRef": {"name": "client"},
+            "scopes": ["a"],
+            "authorization": {"refreshTokenSecretRef": {"name": "boot", "key": "rt"}},
+            "accessTokenSecret": {"name": "tok"},
+        }
+    )
+    reason, message = awaiting_authorization(spec)
+    assert reason == "AwaitingAuthorization" and "'boot' key 'rt'" in message
+    reason, message = dead_grant("RefreshTokenExpired", spec)
+    assert reason == "RefreshTokenExpired" and "authorize again" in message and "'boot'" in message
+    assert dead_grant("something-else", spec)[0] == "InvalidGrant"

@@ -718,13 +718,20 @@ class LucidEmulator:
         fields = await _read_fields(request)
         return await self._serve(request, "introspect", lambda: self._introspect_answer(fields))
 
-    def _introspect_answer(self, fields: dict[str, str] | None) -> web.Response:
+    def _client_and_token(self, fields: dict[str, str] | None) -> tuple[str, str] | web.Response:
+        """Introspect and revoke take the same form: client credentials and one token."""
         if fields is None:
             return _json(400, {"error": "invalid_request", "error_description": "Bad body"})
         client_id, refused = self._authenticate(fields)
         if refused is not None:
             return refused
-        token = fields.get("token", "")
+        return client_id, fields.get("token", "")
+
+    def _introspect_answer(self, fields: dict[str, str] | None) -> web.Response:
+        checked = self._client_and_token(fields)
+        if isinstance(checked, web.Response):
+            return checked
+        client_id, token = checked
         now = self.clock()
         expires_at: float | None = None
         grant = self._by_access.get(token)
@@ -761,12 +768,10 @@ class LucidEmulator:
         return await self._serve(request, "revoke", lambda: self._revoke_answer(fields))
 
     def _revoke_answer(self, fields: dict[str, str] | None) -> web.Response:
-        if fields is None:
-            return _json(400, {"error": "invalid_request", "error_description": "Bad body"})
-        client_id, refused = self._authenticate(fields)
-        if refused is not None:
-            return refused
-        token = fields.get("token", "")
+        checked = self._client_and_token(fields)
+        if isinstance(checked, web.Response):
+            return checked
+        client_id, token = checked
         grant = self._grant_by_token(token)
         # As RFC 7009: an unknown or rotated-away token is answered 200 too, and changes nothing.
         if (
