@@ -24,8 +24,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="lucidgrant.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="lucidgrant.dev")
     runtime = Runtime(memo.get("settings") or Settings.from_env(), await Kube.connect())
     await runtime.start()
     memo["runtime"] = runtime

@@ -93,12 +93,16 @@ class Cluster:
         self.http.delete(f"{SECRETS.format(ns=ns or self.ns)}/{name}")
 
     def create_grant(
-        self, name: str, spec: dict[str, Any], ns: str | None = None
+        self,
+        name: str,
+        spec: dict[str, Any],
+        ns: str | None = None,
+        labels: dict[str, str] | None = None,
     ) -> httpx.Response:
         body = {
             "apiVersion": "lucidgrant.dev/v1alpha1",
             "kind": "LucidGrant",
-            "metadata": {"name": name},
+            "metadata": {"name": name, "labels": labels or {}},
             "spec": spec,
         }
         return self.http.post(GRANTS.format(ns=ns or self.ns), json=body)

@@ -7,8 +7,8 @@ import signal
 import time
 from functools import partial
 
-from .harness import CLIENT_ID, CLIENT_SECRET, grant_spec, wait_for
-from .test_operator import authorize
+from .harness import wait_for
+from .test_operator import authorized_grants
 
 
 def leads(proc) -> bool:
@@ -19,15 +19,7 @@ def leads(proc) -> bool:
 def test_standby_takes_over_after_sigkill_without_losing_or_doubling(
     cluster, lucid, start_operator
 ):
-    cluster.put_secret("lucid-client", {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET})
-    ids = []
-    for i in range(3):
-        ids.append(authorize(cluster, lucid, f"boot-{i}"))
-        spec = grant_spec(
-            authorization={"refreshTokenSecretRef": {"name": f"boot-{i}"}},
-            accessTokenSecret={"name": f"token-{i}"},
-        )
-        assert cluster.create_grant(f"g{i}", spec).status_code == 201
+    ids = authorized_grants(cluster, lucid, [f"g{i}" for i in range(3)])
     env = {
         "LUCIDGRANT_LEADER_ELECTION": "true",
         "LUCIDGRANT_LEASE_DURATION": "3",

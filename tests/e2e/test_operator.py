@@ -17,6 +17,26 @@ def authorize(cluster: Cluster, lucid: LucidEmulator, secret: str = "lucid-boots
     return str(lucid.grant_of(tokens["refresh_token"]))
 
 
+def authorized_grants(
+    cluster: Cluster,
+    lucid: LucidEmulator,
+    names: list[str],
+    labels: dict[str, dict[str, str]] | None = None,
+) -> list[str]:
+    """Grants each with its own Lucid grant, bootstrap Secret and token Secret; their Lucid ids."""
+    cluster.put_secret("lucid-client", {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET})
+    ids = []
+    for name in names:
+        ids.append(authorize(cluster, lucid, f"{name}-boot"))
+        spec = grant_spec(
+            authorization={"refreshTokenSecretRef": {"name": f"{name}-boot"}},
+            accessTokenSecret={"name": f"{name}-token"},
+        )
+        response = cluster.create_grant(name, spec, labels=(labels or {}).get(name))
+        assert response.status_code == 201, response.text
+    return ids
+
+
 def setup_grant(cluster: Cluster, lucid: LucidEmulator, name: str = "reporting", **spec) -> str:
     cluster.put_secret("lucid-client", {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET})
     grant_id = authorize(cluster, lucid)
@@ -133,15 +153,7 @@ def test_flaky_invalid_grant_is_not_believed(cluster, lucid, start_operator):
 
 
 def test_two_operators_never_refresh_the_same_grant_twice(cluster, lucid, start_operator):
-    cluster.put_secret("lucid-client", {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET})
-    ids = []
-    for i in range(5):
-        ids.append(authorize(cluster, lucid, f"boot-{i}"))
-        spec = grant_spec(
-            authorization={"refreshTokenSecretRef": {"name": f"boot-{i}"}},
-            accessTokenSecret={"name": f"token-{i}"},
-        )
-        assert cluster.create_grant(f"g{i}", spec).status_code == 201
+    ids = authorized_grants(cluster, lucid, [f"g{i}" for i in range(5)])
     start_operator()
     start_operator()
     time.sleep(30)

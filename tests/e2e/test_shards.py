@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from functools import partial
 
-from .harness import CLIENT_ID, CLIENT_SECRET, grant_spec, wait_for
-from .test_operator import authorize
+from .harness import wait_for
+from .test_operator import authorized_grants
 
 
 def grants_exported(metrics: str) -> set[str]:
@@ -14,24 +14,9 @@ def grants_exported(metrics: str) -> set[str]:
 
 
 def test_two_shards_split_the_grants_without_overlap(cluster, lucid, start_operator):
-    cluster.put_secret("lucid-client", {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET})
     shard_of = {f"g{i}": "a" if i % 2 else "b" for i in range(6)}
-    for name, shard in shard_of.items():
-        authorize(cluster, lucid, f"{name}-boot")
-        spec = grant_spec(
-            authorization={"refreshTokenSecretRef": {"name": f"{name}-boot"}},
-            accessTokenSecret={"name": f"{name}-token"},
-        )
-        response = cluster.http.post(
-            "/apis/lucidgrant.dev/v1alpha1/namespaces/default/lucidgrants",
-            json={
-                "apiVersion": "lucidgrant.dev/v1alpha1",
-                "kind": "LucidGrant",
-                "metadata": {"name": name, "labels": {"shard": shard}},
-                "spec": spec,
-            },
-        )
-        assert response.status_code == 201
+    labels = {name: {"shard": shard} for name, shard in shard_of.items()}
+    authorized_grants(cluster, lucid, list(shard_of), labels)
     a = start_operator("--namespace", "default", "--selector", "shard=a")
     b = start_operator("--namespace", "default", "--selector", "shard=b")
     for name in shard_of:
