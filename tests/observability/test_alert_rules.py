@@ -34,8 +34,8 @@ EXPECTED_ALERTS = {
 
 
 def runbook_text() -> str:
-    """The README, where the runbook lives."""
-    return (ROOT / "README.md").read_text()
+    """The runbooks' page."""
+    return (ROOT / "docs" / "metrics-and-alerts.md").read_text()
 
 
 def promtool() -> str:
@@ -122,8 +122,9 @@ def test_every_alert_is_documented(alert: dict[str, Any]) -> None:
     for key in ("summary", "description", "runbook_url"):
         assert annotations.get(key, "").strip(), f"{name} has no {key}"
     anchor = f"runbook-{name.lower()}"
-    assert annotations["runbook_url"] == f"https://github.com/lucidgrant/lucidgrant#{anchor}"
-    # The README section that the anchor points at (GitHub lowercases headings, drops ':'
+    page = "https://github.com/lucidgrant/lucidgrant/blob/main/docs/metrics-and-alerts.md"
+    assert annotations["runbook_url"] == f"{page}#{anchor}"
+    # The section that the anchor points at (GitHub lowercases headings, drops ':'
     # and turns spaces into '-': "### Runbook: LucidGrantX" -> #runbook-lucidgrantx).
     assert f"### Runbook: {name}\n" in runbook_text()
 

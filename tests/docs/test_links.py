@@ -1,0 +1,214 @@
+"""The README and docs/ point only at things that exist: every relative link resolves to a file
+of the repository (and its #anchor to a heading there), every repository path named in code
+resolves, every docs page is reachable from the README, and the diagram is well-formed SVG."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
+DIAGRAM = ROOT / "docs" / "how-it-works.svg"
+
+# Names in code that are not repository paths: files a run creates, and kubectl's TYPE/NAME.
+NOT_FILES = {".chaos-results.md", "kubeconfig.yaml", "lucidgrants-backup.yaml", "deploy/lucidgrant"}
+# What a bare file name in code (no folder) must end with to be checked.
+FILE_SUFFIXES = (".py", ".yaml", ".yml", ".md", ".json", ".sh", ".toml", ".svg")
+
+FENCE = re.compile(r"^\s*(```|~~~)")
+HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+LINK = re.compile(r"!?\[(?:[^\]\\]|\\.)*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+CODE_SPAN = re.compile(r"(`+)(.+?)\1")
+
+
+def repo_files() -> set[str]:
+    """Tracked files plus files added and not yet committed: what a clone will hold."""
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return {line for line in out.splitlines() if (ROOT / line).exists()}
+
+
+FILES = repo_files()
+DIRS = {str(parent) for f in FILES for parent in Path(f).parents if str(parent) != "."}
+TOP_LEVEL = {Path(f).parts[0] for f in FILES}
+BASENAMES = {Path(f).name for f in FILES}
+
+
+def prose_and_code(text: str) -> Iterator[tuple[int, str, bool]]:
+    """(line number, line, inside a fenced or indented code block)."""
+    fenced = False
+    for number, line in enumerate(text.splitlines(), 1):
+        if FENCE.match(line):
+            fenced = not fenced
+            yield number, line, True
+            continue
+        indented = line.startswith("    ") and not line.lstrip().startswith(("-", "|", "*"))
+        yield number, line, fenced or indented
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading).lower()
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def anchors(page: Path) -> set[str]:
+    seen: dict[str, int] = {}
+    result = set()
+    for _, line, code in prose_and_code(page.read_text()):
+        match = HEADING.match(line)
+        if code or not match:
+            continue
+        base = slug(match.group(2))
+        count = seen.get(base, 0)
+        seen[base] = count + 1
+        result.add(base if count == 0 else f"{base}-{count}")
+    return result
+
+
+def links(page: Path) -> Iterator[tuple[int, str]]:
+    for number, line, code in prose_and_code(page.read_text()):
+        if code:
+            continue
+        without_code = CODE_SPAN.sub("", line)
+        for match in LINK.finditer(without_code):
+            yield number, match.group(1)
+
+
+def is_external(target: str) -> bool:
+    return re.match(r"^[a-z][a-z0-9+.-]*:", target) is not None
+
+
+def in_repo(path: Path) -> str | None:
+    """The path relative to the repository root, or None when it leaves the repository."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return None
+
+
+def link_problem(page: Path, target: str) -> str | None:
+    path_part, _, anchor = target.partition("#")
+    dest = page if not path_part else page.parent / path_part
+    rel = in_repo(dest)
+    if rel is None:
+        return "points outside the repository"
+    if rel not in FILES and rel not in DIRS and rel != ".":
+        return f"{rel} is not a file of the repository"
+    if anchor and dest.suffix == ".md" and anchor not in anchors(dest):
+        return f"no heading in {rel} has the anchor #{anchor}"
+    return None
+
+
+def named_paths(page: Path) -> Iterator[tuple[int, str]]:
+    """Repository paths named in code: in spans anywhere, and in code blocks."""
+    for number, line, code in prose_and_code(page.read_text()):
+        chunks = [line] if code else [m.group(2) for m in CODE_SPAN.finditer(line)]
+        for chunk in chunks:
+            for word in chunk.split():
+                word = word.strip("\"'`,;:()")
+                if checkable(word) and path_like(word, bare_allowed=not code):
+                    yield number, word
+
+
+def checkable(word: str) -> bool:
+    """Not a placeholder, a variable, an option or a URL."""
+    return bool(word) and not re.search(r"[<>{}*$=]", word) and not is_external(word)
+
+
+def path_like(word: str, bare_allowed: bool) -> bool:
+    if word.startswith(("/", "~", "-")):
+        return False
+    if "/" in word:
+        return word.split("/", 1)[0] in TOP_LEVEL
+    return bare_allowed and word.endswith(FILE_SUFFIXES) and "." in word[:-1]
+
+
+def path_problem(word: str) -> str | None:
+    if word in NOT_FILES:
+        return None
+    if "/" not in word:
+        return None if word in BASENAMES else f"no file named {word} in the repository"
+    rel = word.rstrip("/")
+    if rel in FILES or rel in DIRS:
+        return None
+    return f"{word} is not a file or folder of the repository"
+
+
+def page_id(page: Path) -> str:
+    return str(page.relative_to(ROOT))
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_every_relative_link_resolves(page: Path) -> None:
+    problems = [
+        f"{page_id(page)}:{number}: ({target}) {problem}"
+        for number, target in links(page)
+        if not is_external(target)
+        for problem in [link_problem(page, target)]
+        if problem
+    ]
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_every_named_repository_path_exists(page: Path) -> None:
+    problems = [
+        f"{page_id(page)}:{number}: {problem}"
+        for number, word in named_paths(page)
+        for problem in [path_problem(word)]
+        if problem
+    ]
+    assert not problems, "\n".join(problems)
+
+
+def test_every_docs_page_is_reachable_from_the_readme() -> None:
+    reached, todo = {README}, [README]
+    while todo:
+        page = todo.pop()
+        for _, target in links(page):
+            path_part = target.partition("#")[0]
+            if is_external(target) or not path_part.endswith(".md"):
+                continue
+            dest = (page.parent / path_part).resolve()
+            if dest.exists() and dest not in reached:
+                reached.add(dest)
+                todo.append(dest)
+    unreached = [page_id(p) for p in PAGES if p.resolve() not in reached]
+    assert not unreached, f"not linked from README.md (directly or through docs): {unreached}"
+
+
+def test_the_diagram_is_svg_and_shown_in_the_readme() -> None:
+    root = ET.parse(DIAGRAM).getroot()
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    assert root.find("{http://www.w3.org/2000/svg}title") is not None
+    shown = [target for _, target in links(README) if target == "docs/how-it-works.svg"]
+    assert shown, "README.md does not show docs/how-it-works.svg"
+
+
+def test_the_checks_catch_what_they_are_for() -> None:
+    """The helpers above find a broken link, a wrong anchor, a missing path and a bare name."""
+    page = ROOT / "docs" / "probe.md"
+    assert link_problem(page, "reference.md#no-such-heading") is not None
+    assert link_problem(page, "no-such-file.md") is not None
+    assert link_problem(page, "../README.md#license") is None
+    assert path_problem("operator/lucidgrant/no_such_module.py") is not None
+    assert path_problem("DESIGN.md") is not None
+    assert path_problem("deploy/examples/") is None
+    assert slug("Performance and scale (figures from `make bench`)") == (
+        "performance-and-scale-figures-from-make-bench"
+    )
+    assert slug("Runbook: LucidGrantNotReady") == "runbook-lucidgrantnotready"
