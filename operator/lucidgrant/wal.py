@@ -16,7 +16,6 @@ import asyncio
 import json
 import logging
 import os
-import threading
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -146,17 +145,23 @@ def should_replay(rotation: Rotation, stored: StoredState | None) -> bool:
 
 
 class RotationLog:
-    """The log file in `directory`. Thread-safe; the coroutine methods run the file work in a
-    thread so that an fsync never stalls the event loop.
+    """The log file in `directory`, used from one thread (the event loop).
 
-    `pending` holds the rotations appended or replayed and not yet marked stored; the file
-    holds exactly those (plus, for a moment, ones already stored, which replay skips)."""
+    A record is written with one `write` on the loop itself: from then on a killed process
+    still has it (the kernel holds it), and that takes microseconds. Only the fsync, which on a
+    disk can take milliseconds and matters only if the machine itself stops, runs in a thread.
 
-    def __init__(self, directory: Path | str) -> None:
+    `pending` holds the rotations appended or replayed and not yet marked stored. The file
+    holds all of them, and possibly some already stored ones, which replay recognises by
+    comparing with the state Secret (`should_replay`): a stored rotation costs no rewrite, and
+    the file is truncated whenever nothing is pending (the common case: refreshes store within
+    milliseconds) or rewritten when it outgrows `compact_at` bytes."""
+
+    def __init__(self, directory: Path | str, *, compact_at: int = 256 * 1024) -> None:
         self.directory = Path(directory)
         self.path = self.directory / FILE_NAME
+        self.compact_at = compact_at
         self.pending: dict[str, Rotation] = {}
-        self._lock = threading.Lock()
         self._fd: int | None = None
         self._size = 0
 
@@ -164,70 +169,64 @@ class RotationLog:
 
     def open(self) -> list[Rotation]:
         """Create the directory and file (owner-only), read what a previous process left, and
-        return the newest rotation of each grant, to be replayed by the caller and then marked
+        return the newest rotation of each grant, for the caller to replay and then mark
         stored (or dropped)."""
-        with self._lock:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if self.directory.stat().st_uid == os.geteuid():
-                os.chmod(self.directory, 0o700)
-            try:
-                content = self.path.read_bytes()
-            except FileNotFoundError:
-                content = b""
-            rotations, corrupt, torn = parse(content)
-            if corrupt or torn:
-                log.warning(
-                    "write-ahead log %s: skipped %d corrupt record(s) and %d byte(s) of a torn "
-                    "last record; the intact records are replayed",
-                    self.path,
-                    corrupt,
-                    torn,
-                )
-            self.pending = latest_per_grant(rotations)
-            self._rewrite()
-            if self.pending:
-                log.info(
-                    "write-ahead log %s: %d rotation(s) to replay", self.path, len(self.pending)
-                )
-            return list(self.pending.values())
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.directory.stat().st_uid == os.geteuid():
+            os.chmod(self.directory, 0o700)  # a mount point may come wider; narrow it if ours
+        try:
+            content = self.path.read_bytes()
+        except FileNotFoundError:
+            content = b""
+        rotations, corrupt, torn = parse(content)
+        if corrupt or torn:
+            log.warning(
+                "write-ahead log %s: skipped %d corrupt record(s) and %d byte(s) of a torn "
+                "last record; the intact records are replayed",
+                self.path,
+                corrupt,
+                torn,
+            )
+        self.pending = latest_per_grant(rotations)
+        self._rewrite()
+        if self.pending:
+            log.info("write-ahead log %s: %d rotation(s) to replay", self.path, len(self.pending))
+        return list(self.pending.values())
 
     def close(self) -> None:
         """Close the file; what is pending stays in it for the next start."""
-        with self._lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     # -- the refresh path ----------------------------------------------------------------
 
-    def append(self, rotation: Rotation) -> None:
-        """Write one rotation and fsync it; when this returns, a killed process still has it."""
+    async def append(self, rotation: Rotation) -> None:
+        """Log one rotation: written before the first await, synced to the device before the
+        return. A failed write leaves no half record behind."""
         line = rotation.encode()
-        with self._lock:
-            fd = self._file()
-            try:
-                self._write(fd, line)
-                os.fsync(fd)
-            except OSError:
-                # Cut what was half-written, so that the next record starts on a clean line.
-                os.ftruncate(fd, self._size)
-                raise
-            self._size += len(line)
-            self.pending[rotation.uid] = rotation
+        fd = self._file()
+        try:
+            self._write(fd, line)
+        except OSError:
+            os.ftruncate(fd, self._size)  # so that the next record starts on a clean line
+            raise
+        self._size += len(line)
+        self.pending[rotation.uid] = rotation
+        # A duplicate descriptor: a compaction may close ours while the thread syncs.
+        synced = os.dup(fd)
+        try:
+            await asyncio.to_thread(os.fsync, synced)
+        finally:
+            os.close(synced)
 
     def mark_stored(self, rotation: Rotation) -> None:
-        """The rotation is in the state Secret (or its grant is gone): drop it from the log."""
-        with self._lock:
-            if self.pending.get(rotation.uid) != rotation:
-                return
-            del self.pending[rotation.uid]
+        """The rotation is in the state Secret, or its grant is gone: it need not be replayed."""
+        if self.pending.get(rotation.uid) != rotation:
+            return
+        del self.pending[rotation.uid]
+        if not self.pending or self._size > self.compact_at:
             self._rewrite()
-
-    async def append_async(self, rotation: Rotation) -> None:
-        await asyncio.to_thread(self.append, rotation)
-
-    async def mark_stored_async(self, rotation: Rotation) -> None:
-        await asyncio.to_thread(self.mark_stored, rotation)
 
     # -- the file ------------------------------------------------------------------------
 
@@ -244,9 +243,9 @@ class RotationLog:
             raise OSError(f"short write to {self.path}: {written} of {len(data)} bytes")
 
     def _rewrite(self) -> None:
-        """Make the file hold exactly the pending rotations: truncate it when none is left (the
-        common case: one rotation at a time), otherwise write a temporary file and rename it
-        over the log, so that a kill at any moment leaves one whole version."""
+        """Make the file hold exactly the pending rotations: truncate it when none is left,
+        otherwise write a temporary file and rename it over the log, so that a kill at any
+        moment leaves one whole version. (Rare, and small: done on the spot.)"""
         if not self.pending:
             os.ftruncate(self._file(), 0)
             self._size = 0
@@ -261,7 +260,5 @@ class RotationLog:
         finally:
             os.close(fd)
         os.replace(temp, self.path)
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self.close()
         self._file()

@@ -3,10 +3,12 @@ all, the file is owner-only, stored rotations are dropped, and no token reaches 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import stat
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,48 +47,48 @@ def reopened(directory: Path) -> list[Rotation]:
     return list(latest_per_grant(parse((directory / FILE_NAME).read_bytes())[0]).values())
 
 
-def written(directory: Path, *rotations: Rotation) -> bytes:
+async def written(directory: Path, *rotations: Rotation) -> bytes:
     """The log file after a process appended `rotations` and exited."""
     log = RotationLog(directory)
     log.open()
     for r in rotations:
-        log.append(r)
+        await log.append(r)
     log.close()
     return (directory / FILE_NAME).read_bytes()
 
 
-def test_round_trip_keeps_order_and_the_newest_per_grant(tmp_path: Path) -> None:
+async def test_round_trip_keeps_order_and_the_newest_per_grant(tmp_path: Path) -> None:
     log = RotationLog(tmp_path)
     assert log.open() == []
     first, second = rotation(1), rotation(2)
     newer = rotation(3, uid="uid-1", at=2000.0)
     for r in (first, second, newer):
-        log.append(r)
+        await log.append(r)
     log.close()
     assert reopened(tmp_path) == [newer, second]
     partial = Rotation("u", "ns", "n", 5.0, "rt-SECRET-p", None, {})
     log = RotationLog(tmp_path)
     log.open()
-    log.append(partial)
+    await log.append(partial)
     assert partial in reopened(tmp_path)
 
 
-def test_a_torn_last_record_is_skipped_and_cut(
+async def test_a_torn_last_record_is_skipped_and_cut(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    content = written(tmp_path, rotation(1), rotation(2))
+    content = await written(tmp_path, rotation(1), rotation(2))
     (tmp_path / FILE_NAME).write_bytes(content[: len(content) - 20])
     with caplog.at_level(logging.WARNING):
         log = RotationLog(tmp_path)
         assert log.open() == [rotation(1)]
     assert "torn" in caplog.text
     # The torn bytes are gone, so the next record starts on its own line.
-    log.append(rotation(3))
+    await log.append(rotation(3))
     assert reopened(tmp_path) == [rotation(1), rotation(3)]
 
 
-def test_a_record_with_a_wrong_checksum_is_skipped(tmp_path: Path) -> None:
-    content = written(tmp_path, rotation(1), rotation(2), rotation(3))
+async def test_a_record_with_a_wrong_checksum_is_skipped(tmp_path: Path) -> None:
+    content = await written(tmp_path, rotation(1), rotation(2), rotation(3))
     (tmp_path / FILE_NAME).write_bytes(content.replace(b"SECRET-2", b"SECRET-9"))
     assert reopened(tmp_path) == [rotation(1), rotation(3)]
 
@@ -124,14 +126,14 @@ def test_intact_lines_of_the_wrong_shape_do_not_decode(change: dict[str, object]
     assert decode(b"%08x %s" % (zlib.crc32(payload), payload)) is None
 
 
-def test_files_are_owner_only_even_with_an_open_umask(tmp_path: Path) -> None:
+async def test_files_are_owner_only_even_with_an_open_umask(tmp_path: Path) -> None:
     directory = tmp_path / "wal"
     old = os.umask(0)
     try:
-        log = RotationLog(directory)
+        log = RotationLog(directory, compact_at=0)
         log.open()
-        log.append(rotation(1))
-        log.append(rotation(2))
+        await log.append(rotation(1))
+        await log.append(rotation(2))
         log.mark_stored(rotation(1))  # a rewrite through a temporary file
     finally:
         os.umask(old)
@@ -149,32 +151,43 @@ def test_an_existing_wider_file_is_narrowed(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-def test_stored_rotations_are_dropped(tmp_path: Path) -> None:
+async def test_the_file_is_emptied_when_nothing_is_pending(tmp_path: Path) -> None:
     log = RotationLog(tmp_path)
     log.open()
-    log.append(rotation(1))
-    log.append(rotation(2))
+    await log.append(rotation(1))
+    await log.append(rotation(2))
     log.mark_stored(rotation(1))
-    assert reopened(tmp_path) == [rotation(2)]
+    assert rotation(2) in reopened(tmp_path)
     log.mark_stored(rotation(2))
     assert (tmp_path / FILE_NAME).stat().st_size == 0
-    log.append(rotation(3))
+    await log.append(rotation(3))
     assert reopened(tmp_path) == [rotation(3)]
 
 
-def test_marking_an_older_rotation_keeps_the_newer_one(tmp_path: Path) -> None:
+async def test_a_large_file_is_compacted_to_what_is_pending(tmp_path: Path) -> None:
+    log = RotationLog(tmp_path, compact_at=len(rotation(1).encode()))
+    log.open()
+    await log.append(rotation(1))
+    await log.append(rotation(2))
+    log.mark_stored(rotation(1))
+    assert reopened(tmp_path) == [rotation(2)]
+    await log.append(rotation(3))
+    assert reopened(tmp_path) == [rotation(2), rotation(3)]
+
+
+async def test_marking_an_older_rotation_keeps_the_newer_one(tmp_path: Path) -> None:
     log = RotationLog(tmp_path)
     log.open()
     old, new = rotation(1), rotation(2, uid="uid-1")
-    log.append(old)
-    log.append(new)
+    await log.append(old)
+    await log.append(new)
     log.mark_stored(old)
     assert reopened(tmp_path) == [new]
 
 
-def test_replayed_rotations_stay_until_stored(tmp_path: Path) -> None:
+async def test_replayed_rotations_stay_until_stored(tmp_path: Path) -> None:
     """An operator that exits while the API server is down keeps the token for the next start."""
-    written(tmp_path, rotation(1))
+    await written(tmp_path, rotation(1))
     again = RotationLog(tmp_path)
     replayed = again.open()
     again.close()  # exits without storing
@@ -185,37 +198,55 @@ def test_replayed_rotations_stay_until_stored(tmp_path: Path) -> None:
     assert reopened(tmp_path) == []
 
 
-def test_a_failed_append_leaves_no_half_record(
+async def test_a_failed_write_leaves_no_half_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log = RotationLog(tmp_path)
     log.open()
-    log.append(rotation(1))
+    await log.append(rotation(1))
+    write = os.write
 
-    def full_disk(fd: int) -> None:
+    def disk_full_halfway(fd: int, data: bytes) -> int:
+        write(fd, data[: len(data) // 2])
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(os, "fsync", full_disk)
+    monkeypatch.setattr(os, "write", disk_full_halfway)
     with pytest.raises(OSError):
-        log.append(rotation(2))
+        await log.append(rotation(2))
     monkeypatch.undo()
     assert list(log.pending.values()) == [rotation(1)]
-    log.append(rotation(3))
+    await log.append(rotation(3))
     assert reopened(tmp_path) == [rotation(1), rotation(3)]
 
 
-async def test_the_coroutines_do_the_same_in_a_thread(tmp_path: Path) -> None:
+async def test_a_record_is_on_file_while_the_fsync_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write happens before the first await: a process killed during the fsync, which runs
+    in a thread, still has the record; the event loop is not held by the fsync."""
     log = RotationLog(tmp_path)
     log.open()
-    await log.append_async(rotation(1))
+    gate = threading.Event()
+    fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        gate.wait(10)
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    appending = asyncio.create_task(log.append(rotation(1)))
+    await asyncio.sleep(0)  # one turn of the loop: the task runs up to its fsync
     assert reopened(tmp_path) == [rotation(1)]
-    await log.mark_stored_async(rotation(1))
-    assert reopened(tmp_path) == []
+    assert not appending.done()
+    gate.set()
+    await appending
 
 
-def test_no_token_in_any_log_line_or_repr(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_no_token_in_any_log_line_or_repr(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.DEBUG):
-        content = written(tmp_path, rotation(1), rotation(2))
+        content = await written(tmp_path, rotation(1), rotation(2))
         corrupt = content.replace(b"SECRET-1", b"SECRET-3", 1)
         (tmp_path / FILE_NAME).write_bytes(corrupt + content[:30])
         log = RotationLog(tmp_path)
