@@ -174,6 +174,7 @@ def start_operator(
         "LUCIDGRANT_HTTP_HOST": "127.0.0.1",
         "LUCIDGRANT_HTTP_PORT": str(port),
         "LUCIDGRANT_CONCURRENCY": str(concurrency),
+        "LUCIDGRANT_MIN_TOKEN_LIFETIME": "1",  # the emulator's tokens live seconds
     }
     proc = Proc(
         name,

@@ -7,7 +7,7 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 
-from lucidgrant.lucid import DEFAULT_API_URL, DEFAULT_APP_URL
+from lucidgrant.lucid import DEFAULT_API_URL, DEFAULT_APP_URL, DEFAULT_DEADLINE, MIN_EXPIRES_IN
 
 
 def _float(name: str, default: float) -> float:
@@ -22,7 +22,10 @@ class Settings:
     http_host: str = "0.0.0.0"  # noqa: S104 - probes and scrapes come from outside the pod
     http_port: int = 8080
     concurrency: int = 32
-    lucid_timeout: float = 10.0
+    # The deadline of one Lucid call, answer read (at most lucid.MAX_DEADLINE).
+    lucid_timeout: float = DEFAULT_DEADLINE
+    # Shorter access-token lifetimes from Lucid are taken as this (emulators in tests lower it).
+    min_token_lifetime: float = MIN_EXPIRES_IN
     shutdown_grace: float = 25.0
     external_url: str | None = None
     pod_namespace: str = "lucidgrant-system"
@@ -46,7 +49,8 @@ class Settings:
             http_host=env("LUCIDGRANT_HTTP_HOST", "0.0.0.0"),  # noqa: S104
             http_port=int(env("LUCIDGRANT_HTTP_PORT", "8080")),
             concurrency=int(env("LUCIDGRANT_CONCURRENCY", "32")),
-            lucid_timeout=_float("LUCIDGRANT_LUCID_TIMEOUT", 10.0),
+            lucid_timeout=_float("LUCIDGRANT_LUCID_TIMEOUT", DEFAULT_DEADLINE),
+            min_token_lifetime=_float("LUCIDGRANT_MIN_TOKEN_LIFETIME", MIN_EXPIRES_IN),
             shutdown_grace=_float("LUCIDGRANT_SHUTDOWN_GRACE", 25.0),
             external_url=env("LUCIDGRANT_EXTERNAL_URL") or None,
             pod_namespace=env("LUCIDGRANT_POD_NAMESPACE", "lucidgrant-system"),

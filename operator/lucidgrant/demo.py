@@ -132,6 +132,7 @@ def run_demo(duration: float, access_ttl: float) -> None:
             "LUCIDGRANT_LUCID_APP_URL": lucid.url,
             "LUCIDGRANT_HTTP_HOST": "127.0.0.1",
             "LUCIDGRANT_HTTP_PORT": str(_free_port()),
+            "LUCIDGRANT_MIN_TOKEN_LIFETIME": "1",  # the emulator's tokens live seconds
         }
         operator = subprocess.Popen(
             [sys.executable, "-m", "lucidgrant", "run", "--namespace", NS],

@@ -6,6 +6,7 @@ what was sent, and exception texts end up in logs."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass
@@ -24,6 +25,19 @@ Endpoint = Literal["token_refresh", "token_code", "introspect", "revoke"]
 # infinite) expires_in makes the operator refresh early rather than never, and its expiry can
 # always be written as a date. Lucid's access tokens live one hour.
 MAX_EXPIRES_IN = 86400.0
+# Nor is one below this: a lifetime of one second would make the grant refresh (four writes)
+# several times a second. Tests against an emulator with short lifetimes lower it.
+MIN_EXPIRES_IN = 60.0
+
+# Lucid's answers are small JSON objects (well under 2 KiB); anything bigger is refused unread,
+# so that a broken or hostile peer cannot fill the pod's memory.
+MAX_ANSWER_BYTES = 64 * 1024
+# Every Lucid call, connect to last body byte, ends within its deadline. Up to three calls happen
+# under one refresh lock (refresh, introspection, the confirming refresh), and the lock lives
+# store.LOCK_TTL = 60 s: three deadlines must end well before it, or another replica could take
+# the lock while this one still waits for an answer that rotates the grant.
+MAX_DEADLINE = 15.0
+DEFAULT_DEADLINE = 10.0
 
 
 class LucidError(Exception):
@@ -141,8 +155,11 @@ def classify_error(response: httpx.Response, now: float) -> LucidError:
     return TransientError(f"Lucid answered HTTP {status} with no known error", status=status)
 
 
-def parse_token_response(body: Any, issued_at: float) -> TokenSet:
-    """Validate a token endpoint answer; a missing or mistyped field is a malformed answer."""
+def parse_token_response(
+    body: Any, issued_at: float, min_expires_in: float = MIN_EXPIRES_IN
+) -> TokenSet:
+    """Validate a token endpoint answer; a missing or mistyped field is a malformed answer. The
+    lifetime is held between `min_expires_in` and MAX_EXPIRES_IN."""
     if not isinstance(body, dict):
         raise TransientError("Lucid answered with a body that is not a JSON object")
     access = body.get("access_token")
@@ -172,7 +189,11 @@ def parse_token_response(body: Any, issued_at: float) -> TokenSet:
         refresh_token=refresh,
         token_type=str(body.get("token_type") or "bearer"),
         # Compared before converting: float() of a huge JSON integer raises OverflowError.
-        expires_in=MAX_EXPIRES_IN if expires_in > MAX_EXPIRES_IN else float(expires_in),
+        expires_in=(
+            MAX_EXPIRES_IN
+            if expires_in > MAX_EXPIRES_IN
+            else max(min_expires_in, float(expires_in))
+        ),
         scopes=tuple(scopes),
         issued_at=issued_at,
         user_id=None if user_id is None else str(user_id),
@@ -180,35 +201,93 @@ def parse_token_response(body: Any, issued_at: float) -> TokenSet:
     )
 
 
+class AnswerTooLarge(TransientError):
+    """Lucid's answer exceeds MAX_ANSWER_BYTES; it was not read further."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(
+            f"Lucid's answer (HTTP {status}) exceeds {MAX_ANSWER_BYTES} bytes: refused",
+            status=status,
+        )
+
+
+async def _read_capped(response: httpx.Response) -> bytes:
+    """The body, or AnswerTooLarge as soon as it passes the cap. Encoded bodies are refused
+    unread: identity was asked for, and a small compressed body can inflate without bound, so
+    the bytes counted here are the bytes received."""
+    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    declared = response.headers.get("Content-Length", "")
+    if encoding != "identity" or (declared.isdigit() and int(declared) > MAX_ANSWER_BYTES):
+        raise AnswerTooLarge(response.status_code)
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > MAX_ANSWER_BYTES:
+            raise AnswerTooLarge(response.status_code)
+    return bytes(body)
+
+
 class LucidClient:
     """Calls Lucid's OAuth endpoints. `observe` is called once per HTTP exchange with the
-    endpoint, the HTTP status (0 when no answer came) and the seconds it took (for metrics)."""
+    endpoint, the HTTP status (0 when no answer came) and the seconds it took (for metrics).
+    Each call ends within `deadline` seconds, answer read, and reads at most MAX_ANSWER_BYTES;
+    token lifetimes below `min_expires_in` are raised to it."""
 
     def __init__(
         self,
         http: httpx.AsyncClient,
         api_url: str = DEFAULT_API_URL,
         observe: Any = None,
+        *,
+        deadline: float = DEFAULT_DEADLINE,
+        min_expires_in: float = MIN_EXPIRES_IN,
     ) -> None:
+        if not 0 < deadline <= MAX_DEADLINE:
+            raise ValueError(
+                f"the Lucid call deadline (LUCIDGRANT_LUCID_TIMEOUT) is {deadline}s: set it "
+                f"above 0 and at most {MAX_DEADLINE}s, so that a refresh ends inside its lock"
+            )
         self._http = http
         self._api = api_url.rstrip("/")
         self._observe = observe
+        self._deadline = deadline
+        self._min_expires_in = min_expires_in
 
     async def _post(
         self, endpoint: Endpoint, path: str, *, json_body: Any = None, form: Any = None
     ) -> tuple[httpx.Response, float]:
+        """POST and read the answer whole, within the deadline and the size cap. The answer
+        comes back as a response holding the body read and only the headers that are used."""
         started = time.time()
         t0 = time.perf_counter()
+        status = 0
         try:
-            response = await self._http.post(f"{self._api}{path}", json=json_body, data=form)
-        except httpx.TimeoutException as exc:  # before HTTPError: it is one
+            async with asyncio.timeout(self._deadline):
+                async with self._http.stream(
+                    "POST",
+                    f"{self._api}{path}",
+                    json=json_body,
+                    data=form,
+                    headers={"Accept-Encoding": "identity"},
+                ) as streamed:
+                    status = streamed.status_code
+                    body = await _read_capped(streamed)
+                    retry_after = streamed.headers.get("Retry-After")
+        except AnswerTooLarge:
+            self._record(endpoint, status, t0)
+            raise
+        # TimeoutError is the overall deadline; TimeoutException one of httpx's per-phase ones.
+        except (TimeoutError, httpx.TimeoutException) as exc:
             self._record(endpoint, 0, t0)
-            raise TransientError(f"timed out waiting for Lucid ({type(exc).__name__})") from None
+            raise TransientError(
+                f"Lucid did not answer within {self._deadline:g}s ({type(exc).__name__})"
+            ) from None
         except httpx.HTTPError as exc:
             self._record(endpoint, 0, t0)
             raise TransientError(f"could not reach Lucid ({type(exc).__name__})") from None
-        self._record(endpoint, response.status_code, t0)
-        return response, started
+        self._record(endpoint, status, t0)
+        headers = {} if retry_after is None else {"Retry-After": retry_after}
+        return httpx.Response(status, headers=headers, content=body), started
 
     def _record(self, endpoint: Endpoint, status: int, t0: float) -> None:
         if self._observe is not None:
@@ -223,7 +302,7 @@ class LucidClient:
             raise TransientError(
                 "Lucid answered with a body that is not JSON", status=response.status_code
             )
-        return parse_token_response(parsed, started)
+        return parse_token_response(parsed, started, self._min_expires_in)
 
     async def refresh(self, client: ClientCredentials, refresh_token: str) -> TokenSet:
         return await self._token(

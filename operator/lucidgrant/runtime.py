@@ -39,7 +39,11 @@ class Runtime:
             headers={"User-Agent": "lucidgrant"},
         )
         self.lucid = LucidClient(
-            self.http, settings.lucid_api_url, observe=self.metrics.observe_lucid
+            self.http,
+            settings.lucid_api_url,
+            observe=self.metrics.observe_lucid,
+            deadline=settings.lucid_timeout,
+            min_expires_in=settings.min_token_lifetime,
         )
         self.engine = Engine(
             kube,

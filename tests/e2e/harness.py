@@ -178,6 +178,8 @@ class OperatorProcess:
             "LUCIDGRANT_HTTP_HOST": "127.0.0.1",
             "LUCIDGRANT_HTTP_PORT": str(self.port),
             "LUCIDGRANT_LUCID_TIMEOUT": "3",
+            # The emulator's tokens live seconds; the operator's 60 s floor would outlive them.
+            "LUCIDGRANT_MIN_TOKEN_LIFETIME": "1",
             **env,
         }
         full_env.pop("KUBERNETES_SERVICE_HOST", None)
