@@ -23,7 +23,7 @@ def percentile(values: Sequence[float], p: float) -> float:
 
 def due_offset(access_ttl: float, refresh_before: float, jitter: float) -> float:
     """Seconds between the due time and the access token's real expiry at Lucid, as the
-    operator computes it (lucidgrant.schedule.refresh_due_at): the margin is
+    operator computes it (lucidgrant.timing.refresh_due_at): the margin is
     min(refreshBefore, lifetime / 3) where the lifetime is Lucid's `expires_in`, rounded down to
     whole seconds; the operator's expiry is that much earlier than Lucid's; the jitter moves the
     due time earlier by up to a tenth of the margin."""

@@ -269,7 +269,7 @@ How to read it:
   refresh token and also introspects it). Counts, rates, calls and CPU per refresh come from the
   steady-state window: from the moment every grant is adopted to the end of the run.
 - Late vs due: Lucid's refresh time minus the due time the operator computes
-  (`lucidgrant.schedule.refresh_due_at`: the access token's expiry minus
+  (`lucidgrant.timing.refresh_due_at`: the access token's expiry minus
   min(refreshBefore, lifetime / 3) minus the grant's jitter), over every routine refresh of the
   run. Expired tokens: routine refreshes that came after the old access token's expiry, plus
   grants whose token expired unrefreshed by the end (target 0).

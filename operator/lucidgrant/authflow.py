@@ -40,10 +40,11 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from lucidgrant.grant import GrantSpec
-from lucidgrant.kube import Conflict, KubeError, secret_path
-from lucidgrant.lucid import ClientRejected, InvalidGrant, LucidError
-from lucidgrant.status import REAUTH, condition_of
-from lucidgrant.store import LockBusy
+from lucidgrant.kube import ConflictError, KubeError
+from lucidgrant.lucid import ClientRejectedError, InvalidGrantError, LucidError
+from lucidgrant.names import LABEL_APP, LABEL_ROLE, REAUTH, ROLE_KEY, secret_path
+from lucidgrant.status import condition_of
+from lucidgrant.store import LockBusyError
 
 if TYPE_CHECKING:
     from lucidgrant.runtime import Runtime
@@ -198,14 +199,14 @@ async def load_state_key(runtime: Runtime) -> bytes:
             "metadata": {
                 "name": STATE_KEY_SECRET,
                 "namespace": namespace,
-                "labels": {"app.kubernetes.io/name": "lucidgrant", "lucidgrant.dev/role": "key"},
+                "labels": {LABEL_APP: "lucidgrant", LABEL_ROLE: ROLE_KEY},
             },
             "data": {STATE_KEY_FIELD: base64.b64encode(os.urandom(32)).decode()},
         }
         try:
             await runtime.kube.create(path, body)
             log.info("created the state key Secret %s/%s", namespace, STATE_KEY_SECRET)
-        except Conflict:
+        except ConflictError:
             pass  # another replica made it first: read theirs
     raise ValueError(f"Secret {STATE_KEY_SECRET} could not be read or created")
 
@@ -371,9 +372,9 @@ class AuthFlow:
             return _refused(400, str(exc))
         try:
             tokens = await self.runtime.lucid.exchange_code(creds, code, self.redirect_uri)
-        except InvalidGrant:
+        except InvalidGrantError:
             return _refused(400, "Lucid refused the authorization code (expired or used).")
-        except ClientRejected:
+        except ClientRejectedError:
             log.warning("grant %s: Lucid rejected the client credentials on exchange", label)
             return _refused(502, "Lucid rejected the grant's client credentials.")
         except LucidError as exc:
@@ -381,7 +382,7 @@ class AuthFlow:
             return _refused(502, "Lucid failed to answer the code exchange. Try again shortly.")
         try:
             await self.runtime.engine.adopt_tokens(key, tokens)
-        except (KeyError, LockBusy, KubeError, OSError) as exc:
+        except (KeyError, LockBusyError, KubeError, OSError) as exc:
             log.error("grant %s: the new grant could not be stored: %s", label, type(exc).__name__)
             return page(
                 503,
@@ -389,7 +390,7 @@ class AuthFlow:
                 "Lucid granted access, but the operator could not store the grant.",
                 "Start again from the grant's authorization link.",
             )
-        self.runtime.scheduler.wake(key)
+        self.runtime.queue.wake(key)
         log.info("grant %s: authorized through the web flow", label)
         return page(
             200,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lucidgrant.grant import GrantSpec, SpecError, parse_spec
-from lucidgrant.store import state_secret_name
+from lucidgrant.names import state_secret_name
 
 Key = tuple[str, str]  # (namespace, name)
 

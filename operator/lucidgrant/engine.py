@@ -15,26 +15,41 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lucidgrant import schedule
+from lucidgrant import timing
 from lucidgrant.cache import Cache, GrantRecord, Key
 from lucidgrant.events import post_event
 from lucidgrant.grant import OFFLINE_ACCESS, GrantSpec, SpecError
-from lucidgrant.kube import JSON_PATCH, Conflict, Kube, KubeError, grant_path, secret_path
+from lucidgrant.kube import JSON_PATCH, ConflictError, Kube, KubeError
 from lucidgrant.lucid import (
     ClientCredentials,
-    ClientRejected,
-    InvalidGrant,
+    ClientRejectedError,
+    InvalidGrantError,
     LucidClient,
     LucidError,
-    PartialAnswer,
-    ScopesRejected,
+    PartialAnswerError,
+    ScopesRejectedError,
     TokenSet,
     TransientError,
 )
 from lucidgrant.metrics import Metrics
-from lucidgrant.status import (
+from lucidgrant.names import (
+    ANN_ACCESS_EXPIRES,
+    ANN_BOOTSTRAP,
+    ANN_CONSUMER,
+    ANN_DEAD,
+    ANN_REFRESH_EXPIRES,
+    ANN_REFRESH_LIFETIME,
+    ANN_REFRESH_SOURCE,
+    FINALIZER,
     READY,
     REAUTH,
+    REFRESH_NOW,
+    Reason,
+    grant_path,
+    secret_path,
+    state_secret_name,
+)
+from lucidgrant.status import (
     Outcome,
     awaiting_authorization,
     condition_of,
@@ -43,32 +58,22 @@ from lucidgrant.status import (
     status_diff,
 )
 from lucidgrant.store import (
-    ANN_ACCESS_EXPIRES,
-    ANN_BOOTSTRAP,
-    ANN_CONSUMER,
-    ANN_DEAD,
-    ANN_REFRESH_EXPIRES,
-    ANN_REFRESH_LIFETIME,
-    ANN_REFRESH_SOURCE,
     REFRESH_TOKEN_LIFETIME,
     GrantState,
-    LockBusy,
+    LockBusyError,
     StateStore,
     consumer_conflict,
     consumer_data,
     digest,
     parse_state,
-    rfc3339,
     secret_value,
-    state_secret_name,
     token_annotations,
     write_consumer,
 )
+from lucidgrant.timing import rfc3339
 
 log = logging.getLogger(__name__)
 
-FINALIZER = "lucidgrant.dev/revoke"
-REFRESH_NOW = "lucidgrant.dev/refresh-now"
 # One invalid_grant alone is weak evidence (users report flaky ones): confirm after this delay.
 CONFIRM_DELAY = 2.0
 REVOKE_ATTEMPTS = 3
@@ -174,12 +179,12 @@ class Engine:
             what = exc if isinstance(exc, KubeError) else type(exc).__name__
             log.warning("grant %s/%s: Kubernetes API call failed: %s; retrying", *key, what)
             step.problem = ("KubernetesUnavailable", "A Kubernetes API call failed; retrying.")
-            step.next_at = self.clock() + schedule.backoff_delay(2, self.rand())
+            step.next_at = self.clock() + timing.backoff_delay(2, self.rand())
         try:
             await self._publish(key, record, step, suspended=False)
         except (KubeError, OSError) as exc:
             log.warning("grant %s/%s: status not written: %s", *key, exc)
-            retry = self.clock() + schedule.backoff_delay(2, self.rand())
+            retry = self.clock() + timing.backoff_delay(2, self.rand())
             step.next_at = retry if step.next_at is None else min(step.next_at, retry)
         return step.next_at
 
@@ -289,7 +294,7 @@ class Engine:
         if state.access_expires_at is None or not state.access_token:
             return self.clock()
         lifetime = state.access_lifetime or 3600.0
-        return schedule.refresh_due_at(
+        return timing.refresh_due_at(
             state.access_expires_at, lifetime, spec.refresh_before, record.jitter
         )
 
@@ -298,10 +303,10 @@ class Engine:
         now = self.clock()
         try:
             return self._remember(await self.store.acquire_lock(*key, state, now))
-        except LockBusy as busy:
+        except LockBusyError as busy:
             self.metrics.refreshes.labels("lock_busy").inc()
             step.next_at = busy.until + 0.5
-        except Conflict:
+        except ConflictError:
             # Our copy was stale: re-read and try again shortly (the watch may also bring it).
             fresh = await self.store.read(*key)
             if fresh is not None:
@@ -333,7 +338,7 @@ class Engine:
                 tokens = await self.lucid.exchange_code(creds, code, spec.redirect_uri or "")
             else:
                 tokens = await self._refresh_confirmed(key, creds, refresh_token, adopt_digest)
-        except PartialAnswer as exc:
+        except PartialAnswerError as exc:
             # Lucid rotated: keep its refresh token, then fail like any transient error.
             ann: dict[str, str | None] = {ANN_ACCESS_EXPIRES: f"{self.clock():.3f}"}
             if adopt_digest is not None:
@@ -358,13 +363,13 @@ class Engine:
         try once more after a short pause."""
         try:
             return await self.lucid.refresh(creds, refresh_token)
-        except InvalidGrant:
+        except InvalidGrantError:
             if adopt_digest is None:
                 fresh = await self.store.read(*key)
                 if fresh is not None:
                     stored = self._remember(fresh)
                     if stored.refresh_token and stored.refresh_token != refresh_token:
-                        raise _RotatedElsewhere("the stored refresh token changed") from None
+                        raise _RotatedElsewhereError("the stored refresh token changed") from None
             if await self._reported_alive(creds, refresh_token):
                 raise TransientError(
                     "Lucid answered invalid_grant for a refresh token its introspection "
@@ -460,12 +465,12 @@ class Engine:
         state = step.state
         now = self.clock()
         release: dict[str, str | None] = {}
-        if adopt_digest is not None and not isinstance(exc, TransientError | ClientRejected):
+        if adopt_digest is not None and not isinstance(exc, TransientError | ClientRejectedError):
             release[ANN_BOOTSTRAP] = adopt_digest  # this bootstrap value is used up
-        if isinstance(exc, _RotatedElsewhere):
+        if isinstance(exc, _RotatedElsewhereError):
             step.next_at = now
-        elif isinstance(exc, InvalidGrant | ScopesRejected):
-            reason = "ScopesRejected" if isinstance(exc, ScopesRejected) else "InvalidGrant"
+        elif isinstance(exc, InvalidGrantError | ScopesRejectedError):
+            reason = "ScopesRejected" if isinstance(exc, ScopesRejectedError) else "InvalidGrant"
             self.metrics.refreshes.labels(exc.reason).inc()
             if adopt_digest is not None and state.refresh_token and not state.dead_reason:
                 # A refused new authorization does not kill the grant we already hold.
@@ -483,7 +488,7 @@ class Engine:
                 log.warning(
                     "grant %s/%s: %s confirmed; a person must authorize again", *key, reason
                 )
-        elif isinstance(exc, ClientRejected):
+        elif isinstance(exc, ClientRejectedError):
             self.metrics.refreshes.labels(exc.reason).inc()
             record.failures += 1
             secret = await self._secret(key[0], spec.client_secret_name)
@@ -503,11 +508,11 @@ class Engine:
             self.metrics.refreshes.labels(exc.reason).inc()
             record.failures += 1
             record.last_error = f"{exc} (attempt {record.failures}); retrying with backoff."
-            if schedule.refresh_token_exhausted(now, state.refresh_expires_at):
+            if timing.refresh_token_exhausted(now, state.refresh_expires_at):
                 release[ANN_DEAD] = "RefreshTokenExpired"
                 step.reauth = dead_grant("RefreshTokenExpired", spec)
             else:
-                record.retry_at = schedule.retry_at(
+                record.retry_at = timing.retry_at(
                     now, record.failures, self.rand(), exc.retry_after, state.access_expires_at
                 )
                 step.next_at = record.retry_at
@@ -560,14 +565,14 @@ class Engine:
             try:
                 locked = self._remember(await self.store.acquire_lock(*key, state, self.clock()))
                 break
-            except LockBusy:
+            except LockBusyError:
                 await asyncio.sleep(1.0)
-            except Conflict:
+            except ConflictError:
                 pass
             fresh = await self.store.read(*key)
             state = self._remember(fresh) if fresh is not None else state
         if locked is None:
-            raise LockBusy(self.clock())
+            raise LockBusyError(self.clock())
         annotations = token_annotations(tokens, tokens.issued_at + REFRESH_TOKEN_LIFETIME, "Issued")
         saved = await self.store.save_rotation(
             *key, locked.resource_version, tokens.refresh_token, tokens.access_token, annotations
@@ -623,7 +628,7 @@ class Engine:
         if existing is None or any(current.get(k) != v for k, v in data.items()):
             try:
                 written = await write_consumer(self.kube, record.body, consumer, existing, data)
-            except Conflict:
+            except ConflictError:
                 step.next_at = self.clock()
                 return
             self.cache.observe_secret(written)
@@ -723,7 +728,7 @@ class Engine:
             problem=step.problem,
             reauth=step.reauth,
             next_refresh_at=None
-            if suspended or (step.reauth and step.reauth[0] != "ScopesChanged")
+            if suspended or (step.reauth and Reason(step.reauth[0]).fatal)
             else step.next_at,
             failures=record.failures,
             suspended=suspended,
@@ -779,7 +784,7 @@ class Engine:
             await post_event(self.kube, record.body, kind, str(new["reason"]), message, now)
 
 
-class _RotatedElsewhere(LucidError):
+class _RotatedElsewhereError(LucidError):
     """The stored refresh token changed under us: someone else refreshed; just run again."""
 
     reason = "rotated_elsewhere"

@@ -9,7 +9,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from lucidgrant.kube import Kube, KubeError
-from lucidgrant.store import rfc3339
+from lucidgrant.names import events_path
+from lucidgrant.timing import rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,6 @@ async def post_event(
         "count": 1,
     }
     try:
-        await kube.create(f"/api/v1/namespaces/{namespace}/events", body)
+        await kube.create(events_path(namespace), body)
     except (KubeError, OSError) as exc:  # an event is worth a try, not a failure
         log.warning("could not post event %s for %s/%s: %s", reason, namespace, meta["name"], exc)

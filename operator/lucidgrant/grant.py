@@ -11,12 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-GROUP = "lucidgrant.dev"
-VERSION = "v1alpha1"
-PLURAL = "lucidgrants"
-KIND = "LucidGrant"
-API_VERSION = f"{GROUP}/{VERSION}"
-
 OFFLINE_ACCESS = "offline_access"
 DEFAULT_REFRESH_BEFORE = 600.0
 

@@ -1,5 +1,5 @@
 """The kopf handlers, kept thin: they build the Runtime at start-up, feed it watch events and
-close it at shutdown. Logic lives in engine.py (a grant's reconcile) and scheduler.py (when)."""
+close it at shutdown. Logic lives in engine.py (a grant's reconcile) and workqueue.py (when)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import kopf
 
 from lucidgrant.config import Settings
-from lucidgrant.grant import GROUP, PLURAL, VERSION
 from lucidgrant.kube import Kube
+from lucidgrant.names import GROUP, PLURAL, VERSION
 from lucidgrant.runtime import Runtime
 
 log = logging.getLogger(__name__)

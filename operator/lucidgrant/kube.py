@@ -10,13 +10,11 @@ from __future__ import annotations
 import json
 import os
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import aiohttp
 from kubernetes.aio import client as kclient
 from kubernetes.aio import config as kconfig
-
-from lucidgrant.grant import GROUP, PLURAL, VERSION
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -29,15 +27,15 @@ class KubeError(Exception):
         self.reason = reason
 
 
-class Conflict(KubeError):
+class ConflictError(KubeError):
     """409: a stale resourceVersion or an object that already exists."""
 
 
-class NotFound(KubeError):
+class NotFoundError(KubeError):
     """404."""
 
 
-class Unreachable(ConnectionError):
+class UnreachableError(ConnectionError):
     """No answer from the API server (connection refused, reset or closed mid-request). An
     OSError, so that every `except OSError` retry path covers it: aiohttp's own
     ServerDisconnectedError is not one, and escaping as it would drop a rotated refresh token."""
@@ -51,18 +49,8 @@ def _error(method: str, path: str, status: int, body: bytes) -> KubeError:
         reason = str(json.loads(body).get("reason") or "")
     except (ValueError, AttributeError, UnicodeDecodeError):
         reason = ""
-    cls = Conflict if status == 409 else NotFound if status == 404 else KubeError
+    cls = ConflictError if status == 409 else NotFoundError if status == 404 else KubeError
     return cls(method, path, status, reason or "Error")
-
-
-def secret_path(namespace: str, name: str | None = None) -> str:
-    base = f"/api/v1/namespaces/{quote(namespace)}/secrets"
-    return base if name is None else f"{base}/{quote(name)}"
-
-
-def grant_path(namespace: str, name: str, subresource: str = "") -> str:
-    path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}/{quote(name)}"
-    return f"{path}/{subresource}" if subresource else path
 
 
 class Kube:
@@ -107,7 +95,7 @@ class Kube:
             response = await self.api.call_api(method, url, header_params=headers, body=body)
             data: bytes = await response.read()
         except aiohttp.ClientError as exc:
-            raise Unreachable(method, path, exc) from None
+            raise UnreachableError(method, path, exc) from None
         if response.status >= 300:
             raise _error(method, path, response.status, data)
         result = json.loads(data) if data else {}
@@ -116,7 +104,7 @@ class Kube:
     async def get(self, path: str) -> dict[str, Any] | None:
         try:
             return await self.request("GET", path)
-        except NotFound:
+        except NotFoundError:
             return None
 
     async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -130,5 +118,5 @@ class Kube:
     async def delete(self, path: str) -> None:
         try:
             await self.request("DELETE", path)
-        except NotFound:
+        except NotFoundError:
             pass

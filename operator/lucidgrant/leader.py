@@ -15,7 +15,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from lucidgrant.kube import Conflict, Kube, KubeError
+from lucidgrant.kube import ConflictError, Kube, KubeError
+from lucidgrant.names import lease_path
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class LeaderElector:
         on_change: Callable[[bool], None],
     ) -> None:
         self.kube = kube
-        self.path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"
+        self.path = lease_path(namespace, name)
         self.namespace = namespace
         self.name = name
         self.identity = identity
@@ -71,9 +72,9 @@ class LeaderElector:
         lease = await self.kube.get(self.path)
         if lease is None:
             try:
-                await self.kube.create(self.path.rsplit("/", 1)[0], self._body(None, 0))
+                await self.kube.create(lease_path(self.namespace), self._body(None, 0))
                 return True
-            except Conflict:
+            except ConflictError:
                 return False
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity")
@@ -88,7 +89,7 @@ class LeaderElector:
         transitions = int(spec.get("leaseTransitions") or 0) + (0 if holder == self.identity else 1)
         try:
             await self.kube.request("PUT", self.path, self._body(lease, transitions))
-        except Conflict:
+        except ConflictError:
             return False
         return True
 

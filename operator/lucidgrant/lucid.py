@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import httpx
 
-from lucidgrant.schedule import parse_retry_after
+from lucidgrant.timing import parse_retry_after
 
 DEFAULT_API_URL = "https://api.lucid.co"
 DEFAULT_APP_URL = "https://lucid.app"
@@ -62,13 +62,13 @@ class TransientError(LucidError):
         self.retry_after = retry_after
 
 
-class InvalidGrant(LucidError):
+class InvalidGrantError(LucidError):
     """Lucid refused the refresh token or code (expired, revoked, rotated away, or flaky)."""
 
     reason = "invalid_grant"
 
 
-class PartialAnswer(TransientError):
+class PartialAnswerError(TransientError):
     """A successful answer with a usable new refresh token but another field unusable. Lucid
     has rotated already, so the refresh token must be stored even though the answer is bad."""
 
@@ -77,13 +77,13 @@ class PartialAnswer(TransientError):
         self.refresh_token = refresh_token
 
 
-class ClientRejected(LucidError):
+class ClientRejectedError(LucidError):
     """Lucid refused the client credentials (wrong secret, or an admin disabled the client)."""
 
     reason = "client_error"
 
 
-class ScopesRejected(LucidError):
+class ScopesRejectedError(LucidError):
     reason = "invalid_scopes"
 
 
@@ -144,13 +144,13 @@ def classify_error(response: httpx.Response, now: float) -> LucidError:
     body = _json_object(response)
     error = body.get("error") if body else None
     if error == "invalid_grant":
-        return InvalidGrant("Lucid answered invalid_grant", status=status)
+        return InvalidGrantError("Lucid answered invalid_grant", status=status)
     if error == "invalid_client" or status in (401, 403):
-        return ClientRejected(
+        return ClientRejectedError(
             f"Lucid rejected the client credentials (HTTP {status})", status=status
         )
     if error == "invalid_scopes":
-        return ScopesRejected("Lucid answered invalid_scopes", status=status)
+        return ScopesRejectedError("Lucid answered invalid_scopes", status=status)
     # An unexpected 4xx (often an HTML page from a proxy) is not evidence about the grant.
     return TransientError(f"Lucid answered HTTP {status} with no known error", status=status)
 
@@ -180,7 +180,7 @@ def parse_token_response(
         and all(isinstance(s, str) for s in scopes)
     ):
         if isinstance(refresh, str) and refresh:
-            raise PartialAnswer(refresh)
+            raise PartialAnswerError(refresh)
         raise TransientError("Lucid's token answer lacks a valid field")
     user_id = body.get("user_id")
     account_id = body.get("account_id")

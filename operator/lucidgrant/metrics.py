@@ -6,6 +6,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from lucidgrant import __version__
+from lucidgrant.names import REAUTH_REASONS
 
 REFRESH_RESULTS = (
     "success",
@@ -15,13 +16,6 @@ REFRESH_RESULTS = (
     "invalid_scopes",
     "lock_busy",
     "store_error",
-)
-REAUTH_REASONS = (
-    "AwaitingAuthorization",
-    "InvalidGrant",
-    "RefreshTokenExpired",
-    "ScopesChanged",
-    "ScopesRejected",
 )
 GRANT_STATES = ("ready", "not_ready", "reauthorization_required", "suspended", "invalid")
 

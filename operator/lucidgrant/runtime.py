@@ -1,4 +1,4 @@
-"""Everything one operator process holds: clients, cache, engine, scheduler and web server,
+"""Everything one operator process holds: clients, cache, engine, work queue and web server,
 built at start-up and closed at shutdown. The kopf handlers only feed it events."""
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from lucidgrant.kube import Kube
 from lucidgrant.leader import LeaderElector
 from lucidgrant.lucid import LucidClient
 from lucidgrant.metrics import Metrics
-from lucidgrant.scheduler import Scheduler
-from lucidgrant.status import READY, REAUTH, condition_of
+from lucidgrant.names import READY, REAUTH
+from lucidgrant.status import condition_of
 from lucidgrant.web import make_app
+from lucidgrant.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +54,13 @@ class Runtime:
             holder=settings.identity,
             authorization_url=self.authorization_url,
         )
-        self.scheduler = Scheduler(self.engine.reconcile, concurrency=settings.concurrency)
+        self.queue = WorkQueue(self.engine.reconcile, concurrency=settings.concurrency)
         self.started = False
         self._tasks: list[asyncio.Task[Any]] = []
         self._web: web.AppRunner | None = None
         self.elector: LeaderElector | None = None
         if settings.leader_election:
-            self.scheduler.active.clear()
+            self.queue.active.clear()
             self.elector = LeaderElector(
                 kube,
                 settings.pod_namespace,
@@ -74,7 +75,7 @@ class Runtime:
         self._web = web.AppRunner(make_app(self), access_log=None)
         await self._web.setup()
         await web.TCPSite(self._web, self.settings.http_host, self.settings.http_port).start()
-        self._tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
+        self._tasks.append(asyncio.create_task(self.queue.run(), name="work queue"))
         if self.elector is not None:
             self._tasks.append(asyncio.create_task(self.elector.run(), name="leader election"))
         self.started = True
@@ -83,15 +84,15 @@ class Runtime:
     def _leading(self, leader: bool) -> None:
         self.metrics.leader.set(1 if leader else 0)
         if leader:
-            self.scheduler.active.set()
+            self.queue.active.set()
         else:
             # A standby's per-grant series would go stale: only the leader exports them.
-            self.scheduler.active.clear()
+            self.queue.active.clear()
             for key in self.cache.grants:
                 self.metrics.forget_grant(*key)
 
     async def stop(self) -> None:
-        left = await self.scheduler.stop(self.settings.shutdown_grace)
+        left = await self.queue.stop(self.settings.shutdown_grace)
         if left:
             log.error("%d reconciles still running at shutdown", left)
         for task in self._tasks:
@@ -122,26 +123,26 @@ class Runtime:
         if event_type == "DELETED" or not mine:  # a grant relabelled away is another shard's
             if key in self.cache.grants:
                 self.cache.forget_grant(key)
-                self.scheduler.forget(key)
+                self.queue.forget(key)
                 self.metrics.forget_grant(*key)
             return
         self.cache.observe_grant(body)
-        self.scheduler.wake(key)
+        self.queue.wake(key)
 
     def on_secret(self, event_type: str, body: dict[str, Any]) -> None:
         if self.cache.observe_secret(body, deleted=event_type == "DELETED"):
             for key in self.cache.grants_of_secret(body):
                 if key in self.cache.grants:
-                    self.scheduler.wake(key)
+                    self.queue.wake(key)
 
     # -- health and gauges ----------------------------------------------------------------------
 
     def stalled_for(self, now: float) -> float:
-        """Seconds since the scheduler last finished anything, if work is overdue; else 0."""
-        overdue = [at for at in (self.scheduler.due_at(k) for k in self.cache.grants) if at]
+        """Seconds since the work queue last finished anything, if work is overdue; else 0."""
+        overdue = [at for at in (self.queue.due_at(k) for k in self.cache.grants) if at]
         if not overdue or min(overdue) > now - 1.0:
             return 0.0
-        return now - self.scheduler.last_progress
+        return now - self.queue.last_progress
 
     def refresh_grant_counts(self) -> None:
         counts: Counter[str] = Counter()

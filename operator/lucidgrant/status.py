@@ -8,9 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lucidgrant.grant import GrantSpec
-
-READY = "Ready"
-REAUTH = "ReauthorizationRequired"
+from lucidgrant.names import READY, REAUTH, Reason
 
 
 @dataclass(frozen=True)
@@ -100,8 +98,8 @@ class Outcome:
     authorization_url: str | None = None
 
     def ready(self, now: float) -> bool:
-        # A dead grant's access token is revoked with it; only missing scopes leave it working.
-        dead = self.reauth is not None and self.reauth[0] != "ScopesChanged"
+        # A dead grant's access token is revoked with it.
+        dead = self.reauth is not None and Reason(self.reauth[0]).fatal
         return (
             not dead
             and not self.suspended

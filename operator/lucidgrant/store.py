@@ -14,46 +14,45 @@ import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from lucidgrant.grant import API_VERSION, KIND, ConsumerSecret
-from lucidgrant.kube import Conflict, Kube, KubeError, NotFound, secret_path
+from lucidgrant.grant import ConsumerSecret
+from lucidgrant.kube import ConflictError, Kube, KubeError, NotFoundError
 from lucidgrant.lucid import TokenSet
+from lucidgrant.names import (
+    ANN_ACCESS_EXPIRES,
+    ANN_ACCESS_LIFETIME,
+    ANN_ACCOUNT_ID,
+    ANN_BOOTSTRAP,
+    ANN_CONSUMER,
+    ANN_DEAD,
+    ANN_LAST_REFRESH,
+    ANN_LOCK_HOLDER,
+    ANN_LOCK_UNTIL,
+    ANN_REFRESH_EXPIRES,
+    ANN_REFRESH_LIFETIME,
+    ANN_REFRESH_SOURCE,
+    ANN_SCOPES,
+    ANN_TOKEN_TYPE,
+    ANN_USER_ID,
+    API_VERSION,
+    KEY_ACCESS,
+    KEY_REFRESH,
+    KIND,
+    LABEL_GRANT,
+    LABEL_ROLE,
+    ROLE_ACCESS_TOKEN,
+    ROLE_STATE,
+    secret_path,
+    state_secret_name,
+)
+from lucidgrant.timing import rfc3339
 
 log = logging.getLogger(__name__)
-
-STATE_SUFFIX = "-lucidgrant-state"
-LABEL_ROLE = "lucidgrant.dev/role"
-LABEL_GRANT = "lucidgrant.dev/grant"
-ROLE_STATE = "state"
-ROLE_ACCESS_TOKEN = "access-token"
-_A = "lucidgrant.dev/"
-ANN_LOCK_HOLDER = _A + "lock-holder"
-ANN_LOCK_UNTIL = _A + "lock-until"
-ANN_ACCESS_EXPIRES = _A + "access-expires-at"
-ANN_ACCESS_LIFETIME = _A + "access-lifetime"
-ANN_REFRESH_EXPIRES = _A + "refresh-expires-at"
-ANN_REFRESH_SOURCE = _A + "refresh-expiry-source"
-ANN_REFRESH_LIFETIME = _A + "refresh-lifetime"
-ANN_SCOPES = _A + "scopes"
-ANN_USER_ID = _A + "user-id"
-ANN_ACCOUNT_ID = _A + "account-id"
-ANN_TOKEN_TYPE = _A + "token-type"
-ANN_BOOTSTRAP = _A + "bootstrap-digest"
-ANN_DEAD = _A + "reauthorization-reason"
-ANN_LAST_REFRESH = _A + "last-refresh"
-ANN_CONSUMER = _A + "consumer-secret"
-KEY_REFRESH = "refresh_token"
-KEY_ACCESS = "access_token"
 
 # Refresh tokens live 180 days from their creation (Lucid's documented lifetime).
 REFRESH_TOKEN_LIFETIME = 180 * 86400.0
 LOCK_TTL = 60.0
-
-
-def state_secret_name(grant_name: str) -> str:
-    return f"{grant_name}{STATE_SUFFIX}"
 
 
 def digest(value: str) -> str:
@@ -78,10 +77,6 @@ def secret_value(secret: Mapping[str, Any] | None, key: str) -> str | None:
     if not secret:
         return None
     return unb64((secret.get("data") or {}).get(key))
-
-
-def rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _float(value: str | None) -> float | None:
@@ -181,7 +176,7 @@ def token_annotations(
     }
 
 
-class LockBusy(Exception):
+class LockBusyError(Exception):
     """Another process holds the grant's refresh lock; `until` is when it expires."""
 
     def __init__(self, until: float) -> None:
@@ -219,7 +214,7 @@ class StateStore:
         }
         try:
             return await self.kube.create(secret_path(meta["namespace"]), body)
-        except Conflict:
+        except ConflictError:
             secret = await self.read(meta["namespace"], meta["name"])
             if secret is None:
                 raise
@@ -235,9 +230,9 @@ class StateStore:
     async def acquire_lock(
         self, namespace: str, grant_name: str, state: GrantState, now: float
     ) -> dict[str, Any]:
-        """Take the refresh lock with compare-and-swap; raise LockBusy or Conflict."""
+        """Take the refresh lock with compare-and-swap; raise LockBusyError or ConflictError."""
         if state.locked_by_other(self.holder, now):
-            raise LockBusy(state.lock_until or now)
+            raise LockBusyError(state.lock_until or now)
         patch = {
             "metadata": {
                 "annotations": {
@@ -256,7 +251,7 @@ class StateStore:
         ann: dict[str, str | None] = {ANN_LOCK_HOLDER: None, ANN_LOCK_UNTIL: None, **extra}
         try:
             return await self._patch(namespace, grant_name, rv, {"metadata": {"annotations": ann}})
-        except (Conflict, NotFound):
+        except (ConflictError, NotFoundError):
             return None
 
     async def save_rotation(
@@ -288,7 +283,7 @@ class StateStore:
                 return await self._patch(
                     namespace, grant_name, base_rv, {"metadata": {"annotations": ann}, "data": data}
                 )
-            except Conflict:
+            except ConflictError:
                 base_rv = None  # ours is the newest: write unconditionally
             except Exception as exc:  # whatever it is, giving up would lose the grant
                 self.on_store_failure()
@@ -364,7 +359,7 @@ async def write_consumer(
         }
         try:
             return await kube.create(secret_path(namespace), body)
-        except Conflict:
+        except ConflictError:
             pass  # created meanwhile (by a person or a cache that lagged): merge into it
     patch = {
         "metadata": {"labels": labels, "annotations": dict(consumer.annotations)},

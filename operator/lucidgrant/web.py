@@ -14,7 +14,7 @@ from lucidgrant.authflow import add_routes as add_authflow_routes
 if TYPE_CHECKING:
     from lucidgrant.runtime import Runtime
 
-# The scheduler is stuck if work has been overdue this long with nothing completing.
+# The work queue is stuck if work has been overdue this long with nothing completing.
 STALL_AFTER = 300.0
 
 

@@ -45,7 +45,7 @@ from .results import report
 
 NS = "default"
 STATE_SUFFIX = "-lucidgrant-state"
-# The operator's schedule (operator/lucidgrant/schedule.py) and lock (store.py), restated here
+# The operator's schedule (operator/lucidgrant/timing.py) and lock (store.py), restated here
 # so that a change there shows up as a failing bound instead of a silently moved goalpost.
 BACKOFF_BASE = 2.0
 BACKOFF_CAP = 300.0

@@ -27,7 +27,7 @@ from .harness import (
     wait_for,
 )
 
-PLUGIN = [sys.executable, "-m", "lucidgrant.kubectl_plugin"]
+PLUGIN = [sys.executable, "-m", "lucidgrant.cli.kubectl"]
 CLI = [sys.executable, "-m", "lucidgrant"]
 
 

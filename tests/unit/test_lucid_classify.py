@@ -2,9 +2,9 @@ import httpx
 import pytest
 
 from lucidgrant.lucid import (
-    ClientRejected,
-    InvalidGrant,
-    PartialAnswer,
+    ClientRejectedError,
+    InvalidGrantError,
+    PartialAnswerError,
     TransientError,
     classify_error,
     parse_token_response,
@@ -27,12 +27,12 @@ def test_429_retry_after():
 
 def test_invalid_grant():
     body = b'{"error":"invalid_grant","error_description":"Invalid client id, client secret, or refresh token"}'
-    assert isinstance(classify_error(resp(400, body), 0), InvalidGrant)
+    assert isinstance(classify_error(resp(400, body), 0), InvalidGrantError)
 
 
 @pytest.mark.parametrize("status", [401, 403])
 def test_client_rejected(status):
-    assert isinstance(classify_error(resp(status, b"{}"), 0), ClientRejected)
+    assert isinstance(classify_error(resp(status, b"{}"), 0), ClientRejectedError)
 
 
 def test_html_400_is_not_evidence_about_the_grant():
@@ -77,7 +77,7 @@ def test_token_answer_parsed_and_repr_hides_tokens():
 
 
 def test_an_answer_with_a_new_refresh_token_but_no_access_token_keeps_the_refresh_token():
-    with pytest.raises(PartialAnswer) as err:
+    with pytest.raises(PartialAnswerError) as err:
         parse_token_response({"refresh_token": "lrt_NEW", "expires_in": 3600}, 0)
     assert err.value.refresh_token == "lrt_NEW"
     assert "lrt_NEW" not in str(err.value) and "lrt_NEW" not in repr(err.value)

@@ -1,7 +1,7 @@
 from typing import Any
 
 from lucidgrant.status import Outcome, condition_of, desired_status, status_diff
-from lucidgrant.store import rfc3339
+from lucidgrant.timing import rfc3339
 
 NOW = 1_800_000_000.0
 

@@ -12,11 +12,10 @@ from typing import Any
 
 import click
 
-from lucidgrant.engine import REFRESH_NOW
-from lucidgrant.grant import GROUP, PLURAL, VERSION
-from lucidgrant.kube import Kube, KubeError, grant_path
-from lucidgrant.laptop import authorize_options, current_namespace, run_authorize
-from lucidgrant.status import READY, REAUTH, condition_of
+from lucidgrant.cli.authorize import authorize_options, current_namespace, run_authorize
+from lucidgrant.kube import Kube, KubeError
+from lucidgrant.names import READY, REAUTH, REFRESH_NOW, Reason, grant_path, grants_path
+from lucidgrant.status import condition_of
 
 COLUMNS = ("NAMESPACE", "NAME", "READY", "REAUTH", "ACCESS-LEFT", "REFRESH-LEFT", "LAST-REFRESH")
 
@@ -77,14 +76,9 @@ def table(rows: list[tuple[str, ...]]) -> str:
 
 
 async def list_grants(namespace: str | None) -> list[dict[str, Any]]:
-    path = (
-        f"/apis/{GROUP}/{VERSION}/{PLURAL}"
-        if namespace is None
-        else f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
-    )
     kube = await Kube.connect()
     try:
-        items = (await kube.request("GET", path)).get("items") or []
+        items = (await kube.request("GET", grants_path(namespace))).get("items") or []
     finally:
         await kube.close()
     return sorted(
@@ -95,8 +89,9 @@ async def list_grants(namespace: str | None) -> list[dict[str, Any]]:
 
 def _needs_person(namespace: str, name: str, status: Mapping[str, Any]) -> str | None:
     reauth = condition_of(status, REAUTH) or {}
-    if reauth.get("status") != "True" or reauth.get("reason") == "ScopesChanged":
-        return None  # ScopesChanged: the grant still refreshes, with its old scopes
+    reason = Reason.of(str(reauth.get("reason")))
+    if reauth.get("status") != "True" or (reason is not None and not reason.fatal):
+        return None  # e.g. ScopesChanged: the grant still refreshes, with its old scopes
     return (
         f"LucidGrant {namespace}/{name} needs a person: {reauth.get('message')} "
         f"Run: kubectl lucidgrant authorize {name} -n {namespace}"
@@ -188,9 +183,9 @@ def refresh(name: str, namespace: str | None, timeout: float) -> None:
     sys.exit(0 if ok else 1)
 
 
-@main.command()
+@main.command(name="authorize")
 @authorize_options
-def authorize(**options: Any) -> None:
+def authorize_command(**options: Any) -> None:
     """Authorize NAME in a browser and write its bootstrap Secret (as `lucidgrant authorize`)."""
     run_authorize(**options)
 

@@ -1,5 +1,5 @@
 """`lucidgrant authorize` (and `kubectl lucidgrant authorize`): the one-time authorization from a
-person's laptop.
+person's laptop, without the operator's web flow.
 
 It runs Lucid's authorization code flow with a loopback redirect
 (`http://localhost:PORT/callback`, served on 127.0.0.1 and ::1 for the few minutes it takes),
@@ -41,9 +41,10 @@ from aiohttp import web
 
 from lucidgrant.authflow import authorize_url, page
 from lucidgrant.grant import GrantSpec, SpecError, parse_spec
-from lucidgrant.kube import Kube, KubeError, grant_path, secret_path
+from lucidgrant.kube import Kube, KubeError
 from lucidgrant.lucid import DEFAULT_API_URL, DEFAULT_APP_URL, ClientCredentials, LucidClient
 from lucidgrant.lucid import LucidError as LucidFailure
+from lucidgrant.names import LABEL_MANAGED_BY, grant_path, secret_path
 from lucidgrant.store import secret_value
 
 DEFAULT_PORT = 8765
@@ -253,7 +254,7 @@ async def _write_secret(kube: Kube, namespace: str, target: Target, refresh_toke
         body = secret_manifest(namespace, target, refresh_token)
         del body["stringData"]
         body["data"] = {target.key: encoded}
-        body["metadata"]["labels"] = {"app.kubernetes.io/managed-by": "lucidgrant-cli"}
+        body["metadata"]["labels"] = {LABEL_MANAGED_BY: "lucidgrant-cli"}
         await kube.create(secret_path(namespace), body)
     else:
         await kube.patch(path, {"data": {target.key: encoded}})

@@ -1,8 +1,10 @@
-"""When to refresh and how long to back off: pure functions of times (seconds since the epoch),
-so that every decision is testable without sleeping. Randomness comes in as an argument."""
+"""Timing rules: when to refresh and how long to back off, as pure functions of times (seconds
+since the epoch), so that every decision is testable without sleeping. Randomness comes in as
+an argument. The work queue (workqueue.py) acts on the times these rules compute."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 # Share of the refresh margin used as jitter, so that grants created together spread out.
@@ -73,3 +75,8 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 def refresh_token_exhausted(now: float, refresh_expires_at: float | None) -> bool:
     """True when the refresh token is (nearly) dead: retrying a transient failure is pointless."""
     return refresh_expires_at is not None and now >= refresh_expires_at - REFRESH_TOKEN_FLOOR
+
+
+def rfc3339(ts: float) -> str:
+    """A Unix time as the API server writes times (status fields, Secret data for consumers)."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

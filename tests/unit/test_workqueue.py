@@ -1,6 +1,6 @@
 import asyncio
 
-from lucidgrant.scheduler import Scheduler
+from lucidgrant.workqueue import WorkQueue
 
 
 async def test_runs_due_work_in_order_and_never_a_grant_twice_at_once():
@@ -18,7 +18,7 @@ async def test_runs_due_work_in_order_and_never_a_grant_twice_at_once():
         running.discard(key)
         return None
 
-    scheduler = Scheduler(reconcile, concurrency=4)
+    scheduler = WorkQueue(reconcile, concurrency=4)
     task = asyncio.create_task(scheduler.run())
     loop_now = scheduler._clock()
     scheduler.wake(("ns", "late"), loop_now + 0.2)
@@ -46,7 +46,7 @@ async def test_reconcile_answer_schedules_the_next_run_and_errors_retry():
             return scheduler._clock() + 0.05
         raise RuntimeError("bug")
 
-    scheduler = Scheduler(reconcile, concurrency=1)
+    scheduler = WorkQueue(reconcile, concurrency=1)
     task = asyncio.create_task(scheduler.run())
     scheduler.wake(("ns", "g"))
     await asyncio.sleep(0.2)
@@ -63,7 +63,7 @@ async def test_inactive_scheduler_runs_nothing_until_activated():
     async def reconcile(key):
         seen.append(key)
 
-    scheduler = Scheduler(reconcile)
+    scheduler = WorkQueue(reconcile)
     scheduler.active.clear()
     task = asyncio.create_task(scheduler.run())
     scheduler.wake(("ns", "g"))
@@ -84,7 +84,7 @@ async def test_stop_waits_for_running_work():
         await asyncio.sleep(0.2)
         finished.set()
 
-    scheduler = Scheduler(reconcile)
+    scheduler = WorkQueue(reconcile)
     task = asyncio.create_task(scheduler.run())
     scheduler.wake(("ns", "g"))
     await asyncio.sleep(0.05)

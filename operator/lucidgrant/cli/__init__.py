@@ -8,11 +8,10 @@ from dataclasses import replace
 from typing import Any
 
 import click
-import kopf
 
 from lucidgrant import __version__
+from lucidgrant.cli.authorize import authorize_options, run_authorize
 from lucidgrant.config import Settings, parse_selector
-from lucidgrant.laptop import authorize_options, run_authorize
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -44,6 +43,8 @@ def run(
     """Run the operator (in-cluster config in a pod, KUBECONFIG elsewhere)."""
     if bool(namespaces) == all_namespaces:
         raise click.UsageError("give --namespace (one or more) or --all-namespaces")
+    import kopf  # here, so that `kubectl lucidgrant` starts without loading the operator
+
     import lucidgrant.handlers  # noqa: F401  (registers the kopf handlers)
 
     kopf.configure(verbose=verbose, log_prefix=False)
@@ -77,8 +78,8 @@ def demo_command(duration: float, access_ttl: float) -> None:
     run_demo(duration, access_ttl)
 
 
-@main.command()
+@main.command(name="authorize")
 @authorize_options
-def authorize(**options: Any) -> None:
+def authorize_command(**options: Any) -> None:
     """Authorize the LucidGrant NAME in a browser and write its bootstrap Secret."""
     run_authorize(**options)

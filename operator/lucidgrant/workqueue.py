@@ -18,7 +18,7 @@ from lucidgrant.cache import Key
 log = logging.getLogger(__name__)
 
 
-class Scheduler:
+class WorkQueue:
     def __init__(
         self,
         reconcile: Callable[[Key], Awaitable[float | None]],
