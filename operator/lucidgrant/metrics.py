@@ -96,6 +96,31 @@ class Metrics:
             "1 when this replica is the active one (holds the leader Lease), else 0.",
             registry=r,
         )
+        gate = ["api_url", "client"]  # client: lucid_health.client_label, not the client id
+        self.gate_closed = Gauge(
+            "lucidgrant_lucid_gate_closed",
+            "1 while refreshes are held because Lucid is unavailable (probes only), else 0.",
+            gate,
+            registry=r,
+        )
+        self.gate_closed_since = Gauge(
+            "lucidgrant_lucid_gate_closed_since_seconds",
+            "When the gate to Lucid closed (Unix time); absent while it is open.",
+            gate,
+            registry=r,
+        )
+        self.gate_parked = Gauge(
+            "lucidgrant_lucid_gate_parked_grants",
+            "Grants whose refresh waits for the gate to Lucid to reopen.",
+            gate,
+            registry=r,
+        )
+        self.rate_limit = Gauge(
+            "lucidgrant_lucid_rate_limit_per_second",
+            "Calls a second to Lucid the client's token bucket allows now (lower after a 429).",
+            gate,
+            registry=r,
+        )
         self.build = Info("lucidgrant_build", "Build information.", registry=r)
         self.build.info({"version": __version__})
         for result in REFRESH_RESULTS:
@@ -107,6 +132,18 @@ class Metrics:
         self.lucid_requests.labels(endpoint, str(code)).inc()
         if endpoint == "token_refresh":
             self.refresh_duration.observe(seconds)
+
+    def set_gate(
+        self, api_url: str, client: str, *, closed_since: float | None, parked: int, rate: float
+    ) -> None:
+        labels = (api_url, client)
+        self.gate_closed.labels(*labels).set(0 if closed_since is None else 1)
+        if closed_since is None:
+            _remove(self.gate_closed_since, labels)
+        else:
+            self.gate_closed_since.labels(*labels).set(closed_since)
+        self.gate_parked.labels(*labels).set(parked)
+        self.rate_limit.labels(*labels).set(rate)
 
     def set_grant(
         self,

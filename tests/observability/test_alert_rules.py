@@ -30,12 +30,18 @@ EXPECTED_ALERTS = {
     "LucidGrantRefreshFailing": "warning",
     "LucidGrantNotReady": "warning",
     "LucidGrantOperatorDown": "critical",
+    "LucidUnavailable": "critical",
 }
+# Runbooks live in docs/: those of the per-grant alerts in metrics-and-alerts.md, that of
+# LucidUnavailable in lucid-outages.md.
+RUNBOOK_URL = re.compile(
+    r"https://github\.com/lucidgrant/lucidgrant/blob/main/(?P<path>docs/[\w.-]+\.md)#(?P<anchor>[\w-]+)"
+)
 
 
-def runbook_text() -> str:
-    """The runbooks' page."""
-    return (ROOT / "docs" / "metrics-and-alerts.md").read_text()
+def runbook_text(path: str) -> str:
+    """The docs page a runbook_url points at."""
+    return (ROOT / path).read_text()
 
 
 def promtool() -> str:
@@ -84,19 +90,37 @@ def test_promtool_unit_tests_pass() -> None:
     assert "FAILED" not in result.stdout + result.stderr
 
 
-def test_promtool_unit_tests_can_fail(tmp_path: Path) -> None:
-    """The unit tests see the rules: with the access alert's threshold moved, they fail."""
+def run_unit_tests_against(tmp_path: Path, rules: str) -> subprocess.CompletedProcess[str]:
     broken = tmp_path / "rules.yaml"
-    text = RULES.read_text()
-    assert "> 600)" in text
-    broken.write_text(text.replace("> 600)", "> 6000)"))
+    broken.write_text(rules)
     for test_file in PROMTOOL_TESTS:
         data = load(test_file)
         data["rule_files"] = [str(broken)]
         (tmp_path / test_file.name).write_text(yaml.safe_dump(data))
-    result = run("test", "rules", *(str(tmp_path / p.name) for p in PROMTOOL_TESTS))
+    return run("test", "rules", *(str(tmp_path / p.name) for p in PROMTOOL_TESTS))
+
+
+def test_promtool_unit_tests_can_fail(tmp_path: Path) -> None:
+    """The unit tests see the rules: with the access alert's threshold moved, they fail."""
+    text = RULES.read_text()
+    assert "> 600)" in text
+    result = run_unit_tests_against(tmp_path, text.replace("> 600)", "> 6000)"))
     assert result.returncode != 0
     assert "LucidGrantAccessTokenExpired" in result.stdout + result.stderr
+
+
+def test_without_the_hold_back_an_outage_fires_per_grant(tmp_path: Path) -> None:
+    """The per-grant alerts are held back by the gate series alone: without that clause, the
+    fleet-outage unit test sees one alert per grant and fails."""
+    hold_back = "unless on () (max(max_over_time(lucidgrant_lucid_gate_closed[10m])) == 1)"
+    text = RULES.read_text()
+    assert text.count(hold_back) == 2
+    result = run_unit_tests_against(
+        tmp_path, "\n".join(line for line in text.splitlines() if hold_back not in line)
+    )
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert 'alertname="LucidGrantAccessTokenExpired", alertstate="firing", name="crm"' in output
 
 
 def test_prometheus_rule_has_the_same_groups() -> None:
@@ -121,12 +145,12 @@ def test_every_alert_is_documented(alert: dict[str, Any]) -> None:
     annotations = alert["annotations"]
     for key in ("summary", "description", "runbook_url"):
         assert annotations.get(key, "").strip(), f"{name} has no {key}"
-    anchor = f"runbook-{name.lower()}"
-    page = "https://github.com/lucidgrant/lucidgrant/blob/main/docs/metrics-and-alerts.md"
-    assert annotations["runbook_url"] == f"{page}#{anchor}"
-    # The section that the anchor points at (GitHub lowercases headings, drops ':'
-    # and turns spaces into '-': "### Runbook: LucidGrantX" -> #runbook-lucidgrantx).
-    assert f"### Runbook: {name}\n" in runbook_text()
+    url = RUNBOOK_URL.fullmatch(annotations["runbook_url"])
+    assert url, f"{name}: runbook_url {annotations['runbook_url']} is not a page in docs/"
+    assert url.group("anchor") == f"runbook-{name.lower()}"
+    # The section that the anchor points at (GitHub lowercases headings, drops ':' and turns
+    # spaces into '-': "### Runbook: LucidGrantX" -> #runbook-lucidgrantx).
+    assert f"### Runbook: {name}\n" in runbook_text(url.group("path"))
 
 
 def test_reauthorization_alert_fires_at_once_and_says_what_to_do() -> None:

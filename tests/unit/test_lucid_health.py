@@ -1,0 +1,195 @@
+"""The Lucid gate: when it closes, when probes are due, when it reopens, and in what order the
+grants it held are woken. Fake times throughout; nothing sleeps."""
+
+import hashlib
+
+import pytest
+
+from lucidgrant.lucid import (
+    ClientRejected,
+    InvalidGrant,
+    LucidError,
+    PartialAnswer,
+    ScopesRejected,
+    TransientError,
+)
+from lucidgrant.lucid_health import (
+    Gate,
+    GateSettings,
+    Transition,
+    client_label,
+    lucid_answered,
+    recovery_order,
+)
+
+DOWN, UP = False, True
+
+# (grant, answered, time) fed in order; then when the gate closed (None: still open).
+CLOSING = {
+    "three grants fail together": ([("a", DOWN, 0), ("b", DOWN, 1), ("c", DOWN, 2)], 2),
+    "one grant's bad answers, many times": ([("a", DOWN, t) for t in range(20)], None),
+    "two grants failing over and over": (
+        [(g, DOWN, t) for t in range(10) for g in ("a", "b")],
+        None,
+    ),
+    "three grants, but spread beyond the window": (
+        [("a", DOWN, 0), ("b", DOWN, 61), ("c", DOWN, 122)],
+        None,
+    ),
+    "the first failure ages out, a fourth grant closes it": (
+        [("a", DOWN, 0), ("b", DOWN, 30), ("c", DOWN, 61), ("d", DOWN, 62)],
+        62,
+    ),
+    "an answer in between clears the failures": (
+        [("a", DOWN, 0), ("b", DOWN, 1), ("x", UP, 2), ("c", DOWN, 3), ("d", DOWN, 4)],
+        None,
+    ),
+    "answers about grants (invalid_grant) are no outage": (
+        [("a", UP, 0), ("b", UP, 1), ("c", UP, 2), ("d", DOWN, 3)],
+        None,
+    ),
+    "the same grant again does not count twice": (
+        [("a", DOWN, 0), ("a", DOWN, 1), ("b", DOWN, 2), ("b", DOWN, 3), ("c", DOWN, 4)],
+        4,
+    ),
+}
+
+
+@pytest.mark.parametrize(("calls", "closed_at"), CLOSING.values(), ids=CLOSING.keys())
+def test_when_the_gate_closes(calls, closed_at):
+    gate: Gate[str] = Gate()
+    transitions = [gate.record(grant, answered, now) for grant, answered, now in calls]
+    assert gate.closed_since == closed_at
+    assert transitions.count(Transition.CLOSED) == (closed_at is not None)
+    assert gate.is_open == (closed_at is None)
+
+
+def test_the_threshold_and_window_are_settings():
+    gate: Gate[str] = Gate(GateSettings(distinct_grants=2, window=5.0))
+    assert gate.record("a", DOWN, 0) is None
+    assert gate.record("b", DOWN, 6) is None, "a's failure is older than the window"
+    assert gate.record("c", DOWN, 7) is Transition.CLOSED
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({"distinct_grants": 1}, "distinct_grants=1"),
+        ({"window": 0.0}, "window=0.0"),
+        ({"probe_interval": -1.0}, "probe_interval=-1.0"),
+    ],
+)
+def test_bad_settings_say_which(settings, field):
+    with pytest.raises(ValueError, match=field):
+        GateSettings(**settings)
+
+
+def closed_gate(at: float = 100.0) -> Gate[str]:
+    gate: Gate[str] = Gate()
+    for i, grant in enumerate("abc"):
+        gate.record(grant, DOWN, at - 2 + i)
+    assert gate.closed_since == at
+    return gate
+
+
+def test_probes_every_five_seconds_while_closed_and_an_answer_reopens_at_once():
+    gate = closed_gate(100.0)
+    assert gate.probe_due_at() == 105.0
+    gate.probe_sent(105.25)
+    assert gate.probe_result(DOWN) is None
+    assert gate.closed_since == 100.0, "a failed probe keeps the since-when"
+    assert gate.probe_due_at() == 110.25, "the next probe is due an interval after the last"
+    gate.probe_sent(110.25)
+    assert gate.probe_result(UP) is Transition.OPENED
+    assert gate.is_open and gate.closed_since is None
+    assert gate.probe_due_at() is None, "no probe while open"
+
+
+def test_no_probe_while_open():
+    gate: Gate[str] = Gate()
+    assert gate.probe_due_at() is None
+    assert gate.probe_result(UP) is None, "an open gate does not open again"
+
+
+def test_an_answer_to_a_refresh_in_flight_reopens_and_a_failure_changes_nothing():
+    gate = closed_gate(100.0)
+    assert gate.record("d", DOWN, 101) is None
+    assert gate.closed_since == 100.0
+    assert gate.record("e", UP, 102) is Transition.OPENED
+    assert gate.is_open
+
+
+def test_after_reopening_closing_again_takes_three_fresh_grants():
+    gate = closed_gate(100.0)
+    gate.probe_sent(105)
+    gate.probe_result(UP)
+    assert gate.record("a", DOWN, 106) is None
+    assert gate.record("b", DOWN, 107) is None
+    assert gate.record("c", DOWN, 108) is Transition.CLOSED
+    assert gate.closed_since == 108
+    assert gate.probe_due_at() == 113, "the probe clock restarts with the new closing"
+
+
+def test_parked_grants_are_released_most_urgent_first_once():
+    gate = closed_gate(100.0)
+    gate.park("valid-late", 5000.0)
+    gate.park("expired-long-ago", 10.0)
+    gate.park("no-token", None)
+    gate.park("valid-soon", 200.0)
+    gate.park("expired-just", 99.0)
+    gate.park("gone", 150.0)
+    gate.forget("gone")
+    assert gate.parked == 5
+    assert gate.release() == [
+        "no-token",
+        "expired-long-ago",
+        "expired-just",
+        "valid-soon",
+        "valid-late",
+    ]
+    assert gate.parked == 0
+    assert gate.release() == []
+
+
+def test_parking_again_keeps_the_newest_expiry():
+    gate = closed_gate()
+    gate.park("a", 10.0)
+    gate.park("b", 20.0)
+    gate.park("a", 30.0)
+    assert gate.release() == ["b", "a"]
+
+
+RECOVERY = {
+    "empty": ({}, []),
+    "expiry ascending": ({"x": 3.0, "y": 1.0, "z": 2.0}, ["y", "z", "x"]),
+    "unknown expiry first": ({"x": 1.0, "y": None}, ["y", "x"]),
+    "ties keep their order": ({"x": 1.0, "y": 1.0, "z": 0.5}, ["z", "x", "y"]),
+}
+
+
+@pytest.mark.parametrize(("expiries", "order"), RECOVERY.values(), ids=RECOVERY.keys())
+def test_recovery_order(expiries, order):
+    assert recovery_order(expiries) == order
+
+
+ANSWERS: dict[str, tuple[LucidError | None, bool]] = {
+    "success": (None, True),
+    "invalid_grant": (InvalidGrant("x", status=400), True),
+    "client rejected": (ClientRejected("x", status=401), True),
+    "scopes rejected": (ScopesRejected("x", status=400), True),
+    "5xx, 429, timeout, HTML": (TransientError("x", status=503), False),
+    "no answer at all": (TransientError("x"), False),
+    "malformed answer": (PartialAnswer("rt"), False),
+}
+
+
+@pytest.mark.parametrize(("error", "answered"), ANSWERS.values(), ids=ANSWERS.keys())
+def test_which_outcomes_show_lucid_answering(error, answered):
+    assert lucid_answered(error) is answered
+
+
+def test_client_label_is_short_stable_and_not_the_id():
+    label = client_label("my-client-id")
+    assert label == hashlib.sha256(b"my-client-id").hexdigest()[:12]
+    assert label == client_label("my-client-id") != client_label("other")
+    assert "my-client-id" not in label and len(label) == 12
