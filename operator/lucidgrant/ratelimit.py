@@ -21,7 +21,7 @@ MIN_RATE = 1.0
 RAMP = 60.0
 PAUSE_BASE = 2.0
 PAUSE_CAP = 60.0
-# A Retry-After beyond this is not believed (as for a single grant's retry, see timing rules).
+# A Retry-After beyond this is not believed (timing.retry_at caps one grant's retry alike).
 RETRY_AFTER_CAP = 1200.0
 # Rounding slack, so that a caller who waited exactly as told gets its call.
 EPSILON = 1e-9

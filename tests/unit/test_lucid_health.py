@@ -6,11 +6,11 @@ import hashlib
 import pytest
 
 from lucidgrant.lucid import (
-    ClientRejected,
-    InvalidGrant,
+    ClientRejectedError,
+    InvalidGrantError,
     LucidError,
-    PartialAnswer,
-    ScopesRejected,
+    PartialAnswerError,
+    ScopesRejectedError,
     TransientError,
 )
 from lucidgrant.lucid_health import (
@@ -174,12 +174,12 @@ def test_recovery_order(expiries, order):
 
 ANSWERS: dict[str, tuple[LucidError | None, bool]] = {
     "success": (None, True),
-    "invalid_grant": (InvalidGrant("x", status=400), True),
-    "client rejected": (ClientRejected("x", status=401), True),
-    "scopes rejected": (ScopesRejected("x", status=400), True),
+    "invalid_grant": (InvalidGrantError("x", status=400), True),
+    "client rejected": (ClientRejectedError("x", status=401), True),
+    "scopes rejected": (ScopesRejectedError("x", status=400), True),
     "5xx, 429, timeout, HTML": (TransientError("x", status=503), False),
     "no answer at all": (TransientError("x"), False),
-    "malformed answer": (PartialAnswer("rt"), False),
+    "malformed answer": (PartialAnswerError("rt"), False),
 }
 
 
