@@ -142,7 +142,7 @@ def test_there_is_something_to_validate() -> None:
     kinds = {doc["kind"] for _, doc in MANIFESTS}
     expected = {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role"}
     expected |= {"RoleBinding", "Deployment", "Service", "PodDisruptionBudget", "ServiceMonitor"}
-    expected |= {"CustomResourceDefinition", "Secret", "LucidGrant", "Pod"}
+    expected |= {"CustomResourceDefinition", "Secret", "LucidGrant", "Pod", "NetworkPolicy"}
     assert expected <= kinds, f"missing kinds: {expected - kinds}"
 
 
@@ -479,6 +479,8 @@ def test_clusterrole_is_least_privilege() -> None:
         ("watch", "lucidgrant.dev", "lucidgrants"),
         ("patch", "lucidgrant.dev", "lucidgrants"),
         ("patch", "lucidgrant.dev", "lucidgrants/status"),
+        # Asked by the OwnerReferencesPermissionEnforcement admission plugin (blockOwnerDeletion).
+        ("update", "lucidgrant.dev", "lucidgrants/finalizers"),
         *{(v, "", "secrets") for v in ("get", "list", "watch", "create", "patch", "delete")},
         ("create", "", "events"),
         ("list", "apiextensions.k8s.io", "customresourcedefinitions"),
@@ -493,7 +495,7 @@ def test_clusterrole_is_least_privilege() -> None:
     ]
 
 
-def test_lease_role_is_namespaced_and_matches_the_lease_name() -> None:
+def test_lease_role_is_namespaced_and_allows_every_shard_its_lease() -> None:
     rbac = load_docs(BASE / "rbac.yaml")
     role = find(rbac, "Role", "lucidgrant-leader-election", NAMESPACE)
     assert grants_of(role["rules"]) == {
@@ -501,8 +503,9 @@ def test_lease_role_is_namespaced_and_matches_the_lease_name() -> None:
         ("get", "coordination.k8s.io", "leases"),
         ("update", "coordination.k8s.io", "leases"),
     }
-    named = {n for rule in role["rules"] for n in rule.get("resourceNames", [])}
-    assert named == {env_of(container())["LUCIDGRANT_LEASE_NAME"]}
+    # Shards set their own LUCIDGRANT_LEASE_NAME: a resourceNames list would make their Lease
+    # calls 403, and the shard would never lead.
+    assert not [rule for rule in role["rules"] if "resourceNames" in rule]
     binding = find(rbac, "RoleBinding", "lucidgrant-leader-election", NAMESPACE)
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -543,7 +546,7 @@ def test_overlay_replaces_cluster_wide_secret_access() -> None:
     rbac = load_docs(OVERLAY / "namespaced-rbac.yaml")
     cluster_wide = grants_of(find(base_docs(), "ClusterRole", "lucidgrant")["rules"])
     namespaced = {g for g in cluster_wide if (g[1], g[2]) not in CLUSTER_SCOPED}
-    roles = [d for d in rbac if d["kind"] == "Role"]
+    roles = [d for d in rbac if d["kind"] == "Role" and d["metadata"]["namespace"] != NAMESPACE]
     assert {r["metadata"]["namespace"] for r in roles} == watched
     for role in roles:
         assert grants_of(role["rules"]) == namespaced
@@ -554,6 +557,24 @@ def test_overlay_replaces_cluster_wide_secret_access() -> None:
     for cluster_role in cluster_roles:
         for verb, group, resource in grants_of(cluster_role["rules"]):
             assert (group, resource) in CLUSTER_SCOPED and verb in ("list", "watch")
+
+
+def test_overlay_lets_the_web_flow_keep_its_key_and_nothing_else() -> None:
+    """The web flow reads (or first creates) its HMAC key Secret in the operator's namespace;
+    in the namespaced install nothing else there is readable."""
+    from lucidgrant.authflow import STATE_KEY_SECRET
+
+    rbac = load_docs(OVERLAY / "namespaced-rbac.yaml")
+    own = [d for d in rbac if d["kind"] == "Role" and d["metadata"]["namespace"] == NAMESPACE]
+    assert len(own) == 1
+    rules = {(tuple(r["verbs"]), tuple(r.get("resourceNames", []))) for r in own[0]["rules"]}
+    assert rules == {(("get",), (STATE_KEY_SECRET,)), (("create",), ())}
+    assert grants_of(own[0]["rules"]) == {("get", "", "secrets"), ("create", "", "secrets")}
+    binding = find(rbac, "RoleBinding", own[0]["metadata"]["name"], NAMESPACE)
+    assert binding["roleRef"]["name"] == own[0]["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "lucidgrant", "namespace": NAMESPACE}
+    ]
 
 
 # -- (d, e) the Dockerfile ------------------------------------------------------------------------
@@ -580,10 +601,9 @@ def test_hadolint_can_fail(tmp_path: Path) -> None:
     assert "DL3007" in result.stdout  # latest tag
 
 
-def dockerfile_stages() -> tuple[dict[str, str], list[list[tuple[str, str]]]]:
-    """The ARG defaults before the first FROM, and each stage's (instruction, arguments)."""
+def dockerfile_stages() -> list[list[tuple[str, str]]]:
+    """Each stage's (instruction, arguments), comments and line continuations removed."""
     text = DOCKERFILE.read_text().replace("\\\n", " ")
-    args: dict[str, str] = {}
     stages: list[list[tuple[str, str]]] = []
     for raw in text.splitlines():
         line = raw.strip()
@@ -593,44 +613,142 @@ def dockerfile_stages() -> tuple[dict[str, str], list[list[tuple[str, str]]]]:
         instruction = instruction.upper()
         if instruction == "FROM":
             stages.append([])
-        if not stages:
-            if instruction == "ARG" and "=" in rest:
-                name, _, value = rest.partition("=")
-                args[name.strip()] = value.strip()
-            continue
-        stages[-1].append((instruction, rest.strip()))
-    return args, stages
+        assert stages, f"{instruction} before the first FROM"
+        stages[-1].append((instruction, " ".join(rest.split())))
+    return stages
+
+
+def test_dockerfile_base_is_pinned_by_digest() -> None:
+    stages = dockerfile_stages()
+    (base, alias) = re.fullmatch(r"(\S+) AS (\w+)", stages[0][0][1]).groups()  # type: ignore[union-attr]
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}", base), base
+    # Every later stage builds on that one pinned image, never on a tag of its own.
+    for stage in stages[1:]:
+        assert stage[0][1].split()[0] == alias, stage[0]
 
 
 def test_dockerfile_final_stage() -> None:
-    args, stages = dockerfile_stages()
-    assert len(stages) >= 2, "multi-stage build"
-    for stage in stages:
-        image = re.sub(r"\$\{?(\w+)\}?", lambda m: args[m.group(1)], stage[0][1].split()[0])
-        assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?(@sha256:[0-9a-f]{64})?", image), image
+    stages = dockerfile_stages()
+    assert len(stages) >= 3, "the pinned base, a builder, the final image"
     final = stages[-1]
     instructions = [i for i, _ in final]
     users = [rest for i, rest in final if i == "USER"]
     assert users and re.fullmatch(r"\d+(:\d+)?", users[-1]), f"numeric USER, not {users}"
     assert users[-1].split(":")[0] != "0"
     assert instructions.index("USER") > max(i for i, x in enumerate(instructions) if x == "RUN")
-    assert "HEALTHCHECK" not in instructions
     assert "HEALTHCHECK" not in [i for s in stages for i, _ in s]
     assert ("ENTRYPOINT", '["lucidgrant"]') in final
     assert ("CMD", '["run", "--all-namespaces"]') in final
     assert ("EXPOSE", "8080") in final
     env = " ".join(rest for i, rest in final if i == "ENV")
     assert "PYTHONDONTWRITEBYTECODE=1" in env and "PYTHONUNBUFFERED=1" in env
-    runs = [rest for i, rest in final if i == "RUN"]
-    assert len(runs) == 1 and "pip install --no-cache-dir --no-index" in runs[0]
-    assert ".whl" in runs[0]
-    for forbidden in ("apt-get", "gcc", "build-essential", "pip wheel", "COPY . "):
+    # Only what the builder installed comes in; the final stage itself installs nothing.
+    assert ("COPY", "--from=builder /install /usr/local") in final
+    for forbidden in ("apt-get", "pip install", "pip wheel", "gcc", "COPY . "):
         assert not any(forbidden in rest for _, rest in final), forbidden
-    builder_runs = [rest for i, rest in stages[0] if i == "RUN"]
-    assert any("pip wheel" in r for r in builder_runs)
+    builder = next(s for s in stages if s[0][1].endswith(" AS builder"))
+    assert any("pip install" in rest and "--prefix=/install" in rest for _, rest in builder)
+
+
+def test_dockerfile_final_stage_has_no_installer_and_no_shell() -> None:
+    (run,) = [rest for i, rest in dockerfile_stages()[-1] if i == "RUN"]
+    removed = set(run.replace("&&", " ").split())
+    site = "/usr/local/lib/python3.11/site-packages"
+    for path in (
+        "/usr/local/bin/pip*",
+        f"{site}/pip",
+        f"{site}/setuptools",
+        f"{site}/wheel",
+        "/usr/local/lib/python3.11/ensurepip",
+    ):
+        assert path in removed, path
+    for shell in ("sh", "dash", "bash"):
+        # Debian bookworm merged /bin into /usr/bin; both names go, whichever is the link.
+        assert f"/bin/{shell}" in removed and f"/usr/bin/{shell}" in removed, shell
 
 
 def test_dockerignore_keeps_the_context_small() -> None:
     lines = (ROOT / ".dockerignore").read_text().split()
     assert lines[lines.index("*")] == "*"
     assert {"!pyproject.toml", "!README.md", "!operator/"} <= set(lines)
+
+
+# -- NetworkPolicy ---------------------------------------------------------------------------------
+
+
+def test_network_policy_in_from_flow_and_prometheus_out_to_dns_and_https() -> None:
+    policy = find(base_docs(), "NetworkPolicy", "lucidgrant", NAMESPACE)
+    spec = policy["spec"]
+    assert _matches(spec["podSelector"]["matchLabels"], pod_labels())
+    assert sorted(spec["policyTypes"]) == ["Egress", "Ingress"]
+    container_ports = {p["name"] for p in container()["ports"]}
+    for rule in spec["ingress"]:
+        assert rule["from"], "every ingress rule names its peers"
+        for port in rule["ports"]:
+            assert port["port"] in container_ports and port["protocol"] == "TCP"
+    peers = [peer for rule in spec["ingress"] for peer in rule["from"]]
+    assert not [p for p in peers if "ipBlock" in p], "peers by namespace and pod, not address"
+    namespaces = {
+        p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for p in peers
+    }
+    assert namespaces == {"ingress-nginx", "monitoring"}
+    allowed_out = {
+        (port["port"], port["protocol"]) for rule in spec["egress"] for port in rule["ports"]
+    }
+    assert allowed_out == {(53, "UDP"), (53, "TCP"), (443, "TCP"), (6443, "TCP")}
+    (dns,) = [rule for rule in spec["egress"] if "to" in rule]
+    assert dns["to"][0]["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+
+
+# -- rendering (what `make lint` hands to checkov) -------------------------------------------------
+
+
+def test_render_applies_the_overlay_as_kustomize_would() -> None:
+    from tests.deploy.render import TARGETS, render
+
+    cluster = {(d["kind"], d["metadata"]["name"]) for d in render(TARGETS["deploy.yaml"])}
+    namespaced_docs = render(TARGETS["namespaced.yaml"])
+    namespaced = {(d["kind"], d["metadata"]["name"]) for d in namespaced_docs}
+    assert ("ClusterRole", "lucidgrant") in cluster
+    assert ("ClusterRole", "lucidgrant") not in namespaced
+    assert ("ClusterRoleBinding", "lucidgrant") not in namespaced
+    assert ("Role", "lucidgrant-state-key") in namespaced
+    assert ("NetworkPolicy", "lucidgrant") in cluster & namespaced
+    assert ("CustomResourceDefinition", "lucidgrants.lucidgrant.dev") in cluster & namespaced
+    (dep,) = [d for d in namespaced_docs if d["kind"] == "Deployment"]
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert c["args"] == ["run", "--namespace", "team-a", "--namespace", "team-b"]
+    # The strategic merge keeps everything the patch does not name.
+    assert c["image"] == container()["image"] and c["securityContext"]["readOnlyRootFilesystem"]
+    assert dep["metadata"]["labels"]["app.kubernetes.io/part-of"] == "lucidgrant"
+
+
+def test_render_refuses_what_it_does_not_implement(tmp_path: Path) -> None:
+    from tests.deploy.render import render
+
+    (tmp_path / "kustomization.yaml").write_text("resources: []\nnamespace: elsewhere\n")
+    with pytest.raises(ValueError, match="namespace"):
+        render(tmp_path)
+
+
+def test_checkov_skips_carry_a_reason_checkov_can_parse() -> None:
+    """checkov reads `checkov.io/skipN: CKV_ID=reason` and splits on '='."""
+    skips = [
+        value
+        for _, doc in MANIFESTS
+        for key, value in (doc.get("metadata", {}).get("annotations") or {}).items()
+        if key.startswith("checkov.io/skip")
+    ]
+    assert skips
+    for value in skips:
+        check, reason = value.split("=")
+        assert re.fullmatch(r"CKV2?_K8S_\d+", check) and len(reason.split()) >= 5, value
+
+
+def test_make_lint_hands_every_rendered_file_to_checkov() -> None:
+    """checkov skips a missing -f silently: the Makefile must name exactly what render writes."""
+    from tests.deploy.render import TARGETS
+
+    makefile = (ROOT / "Makefile").read_text()
+    named = set(re.findall(r"-f \$\(RENDERED\)/(\S+)", makefile))
+    assert named == set(TARGETS)

@@ -4,6 +4,8 @@ in both directions."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import yaml
 
@@ -29,6 +31,21 @@ def granted(files: tuple[str, ...], skip_namespace: str = "") -> set[tuple[str, 
 
 
 ARGS = {"cluster": ("--all-namespaces",), "namespaced": ("--namespace", "default")}
+
+
+def admission_needs(secrets: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """What no call uses but the OwnerReferencesPermissionEnforcement admission plugin checks
+    when the operator creates these Secrets (kubernetes plugin/pkg/admission/gc/gc_admission.go):
+    an ownerReference needs `delete` on the object itself, and blockOwnerDeletion needs `update`
+    on the owner's `finalizers` subresource."""
+    needs = set()
+    for secret in secrets:
+        for ref in secret["metadata"].get("ownerReferences") or []:
+            needs.add(("delete", "", "secrets"))
+            if ref.get("blockOwnerDeletion"):
+                group = ref["apiVersion"].split("/")[0]
+                needs.add(("update", group, f"{ref['kind'].lower()}s/finalizers"))
+    return needs
 
 
 def rules_for(mode: str) -> set[tuple[str, str, str]]:
@@ -59,6 +76,12 @@ def test_every_call_is_granted_and_every_grant_is_used(
     )
     wait_for(lambda: cluster.is_true("reporting", "Ready"), what="Ready")
     wait_for(lambda: ("update", "leases") in api.counts(), what="a Lease renewal")
+    owned = [
+        s
+        for s in cluster.http.get("/api/v1/namespaces/default/secrets").json()["items"]
+        if s["metadata"].get("ownerReferences")
+    ]
+    assert len(owned) == 2, "the state Secret and the consumer Secret, both owned by the grant"
     cluster.patch_grant(
         "reporting", {"metadata": {"annotations": {"lucidgrant.dev/refresh-now": "1"}}}
     )
@@ -71,7 +94,7 @@ def test_every_call_is_granted_and_every_grant_is_used(
         (r.verb, r.group, f"{r.resource}/{r.subresource}" if r.subresource else r.resource)
         for r in list(api.requests)
         if r.resource and r.user_agent != TEST_AGENT
-    }
+    } | admission_needs(owned)
     rules = rules_for(mode)
     missing = used - rules
     assert not missing, f"the operator called what RBAC does not grant: {sorted(missing)}"
