@@ -19,6 +19,11 @@ DIAGRAM = ROOT / "docs" / "how-it-works.svg"
 
 # Names in code that are not repository paths: files a run creates, and kubectl's TYPE/NAME.
 NOT_FILES = {".chaos-results.md", "kubeconfig.yaml", "lucidgrants-backup.yaml", "deploy/lucidgrant"}
+# The Python package: `lucidgrant/x.py` means operator/lucidgrant/x.py, and dotted names
+# such as `lucidgrant.testbed.kubeapi` are modules; `lucidgrant.dev` is the API group.
+PACKAGE = "lucidgrant"
+MODULE = re.compile(r"^lucidgrant(\.[a-z_][a-z0-9_]*)+$")
+API_GROUPS = {"lucidgrant.dev"}
 # What a bare file name in code (no folder) must end with to be checked.
 FILE_SUFFIXES = (".py", ".yaml", ".yml", ".md", ".json", ".sh", ".toml", ".svg")
 
@@ -133,16 +138,24 @@ def path_like(word: str, bare_allowed: bool) -> bool:
     if word.startswith(("/", "~", "-")):
         return False
     if "/" in word:
-        return word.split("/", 1)[0] in TOP_LEVEL
+        return word.split("/", 1)[0] in TOP_LEVEL | {PACKAGE}
+    if MODULE.match(word) and word not in API_GROUPS:
+        return True
     return bare_allowed and word.endswith(FILE_SUFFIXES) and "." in word[:-1]
 
 
 def path_problem(word: str) -> str | None:
     if word in NOT_FILES:
         return None
+    if MODULE.match(word) and "/" not in word:
+        stem = word.replace(".", "/")
+        found = any(f.endswith((f"{stem}.py", f"{stem}/__init__.py")) for f in FILES)
+        return None if found else f"no module {word} in the repository"
     if "/" not in word:
         return None if word in BASENAMES else f"no file named {word} in the repository"
     rel = word.rstrip("/")
+    if rel.split("/", 1)[0] == PACKAGE:
+        rel = f"operator/{rel}"
     if rel in FILES or rel in DIRS:
         return None
     return f"{word} is not a file or folder of the repository"
@@ -208,6 +221,9 @@ def test_the_checks_catch_what_they_are_for() -> None:
     assert path_problem("operator/lucidgrant/no_such_module.py") is not None
     assert path_problem("DESIGN.md") is not None
     assert path_problem("deploy/examples/") is None
+    assert path_problem("lucidgrant/no_such_module.py") is not None
+    assert path_problem("lucidgrant.no_such_module") is not None
+    assert path_problem("lucidgrant.status") is None
     assert slug("Performance and scale (figures from `make bench`)") == (
         "performance-and-scale-figures-from-make-bench"
     )
