@@ -1,18 +1,23 @@
-"""Settings from the environment (and the command line, which overrides it)."""
+"""Settings from the environment (and the command line, which overrides it).
+
+`ENVIRONMENT` is the one list of the variables the operator reads: `Settings.from_env` parses
+them and `lucidgrant run --help` prints them, so the help cannot drift from the code."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from lucidgrant.lucid import DEFAULT_API_URL, DEFAULT_APP_URL, DEFAULT_DEADLINE, MIN_EXPIRES_IN
 
 
-def _float(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    return float(value) if value else default
+class SettingsError(ValueError):
+    """An environment variable with a value the operator cannot use; the message names both."""
 
 
 @dataclass(frozen=True)
@@ -41,25 +46,19 @@ class Settings:
     )
 
     @classmethod
-    def from_env(cls) -> Settings:
-        env = os.environ.get
-        return cls(
-            lucid_api_url=env("LUCIDGRANT_LUCID_API_URL", DEFAULT_API_URL),
-            lucid_app_url=env("LUCIDGRANT_LUCID_APP_URL", DEFAULT_APP_URL),
-            http_host=env("LUCIDGRANT_HTTP_HOST", "0.0.0.0"),  # noqa: S104
-            http_port=int(env("LUCIDGRANT_HTTP_PORT", "8080")),
-            concurrency=int(env("LUCIDGRANT_CONCURRENCY", "32")),
-            lucid_timeout=_float("LUCIDGRANT_LUCID_TIMEOUT", DEFAULT_DEADLINE),
-            min_token_lifetime=_float("LUCIDGRANT_MIN_TOKEN_LIFETIME", MIN_EXPIRES_IN),
-            shutdown_grace=_float("LUCIDGRANT_SHUTDOWN_GRACE", 25.0),
-            external_url=env("LUCIDGRANT_EXTERNAL_URL") or None,
-            pod_namespace=env("LUCIDGRANT_POD_NAMESPACE", "lucidgrant-system"),
-            leader_election=env("LUCIDGRANT_LEADER_ELECTION", "false").lower()
-            in ("1", "true", "yes"),
-            lease_name=env("LUCIDGRANT_LEASE_NAME", "lucidgrant-leader"),
-            lease_duration=_float("LUCIDGRANT_LEASE_DURATION", 15.0),
-            selector=parse_selector(env("LUCIDGRANT_SELECTOR", "")),
-        )
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Raises SettingsError for a value that does not parse; unset or empty means default."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for var in ENVIRONMENT:
+            text = environ.get(var.name, "").strip()
+            if var.field is None or not text:
+                continue
+            try:
+                values[var.field] = var.parse(text)
+            except ValueError as exc:
+                raise SettingsError(f"{var.name}={text!r} is not usable: {exc}") from None
+        return cls(**values)
 
 
 def parse_selector(text: str) -> dict[str, str]:
@@ -71,3 +70,94 @@ def parse_selector(text: str) -> dict[str, str]:
             raise ValueError(f"not a key=value selector: {part!r}")
         selector[key.strip()] = value.strip()
     return selector
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError("use a port number from 1 to 65535")
+    return int(text)
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError("use a whole number of 1 or more")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise ValueError("use a number of seconds above 0, e.g. 15 or 2.5")
+    return seconds
+
+
+def _bool(text: str) -> bool:
+    value = text.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("use true or false")
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    name: str
+    # The Settings field it sets; None for a variable another module reads itself.
+    field: str | None
+    help: str
+    parse: Callable[[str], Any] = str
+    # For a variable without a Settings field: its default as the reading module applies it.
+    shown_default: str = "unset"
+
+    def default(self) -> str:
+        """The default as a person would write it, for the help text."""
+        if self.field is None:
+            return self.shown_default
+        spec = next(f for f in dataclasses.fields(Settings) if f.name == self.field)
+        value = spec.default
+        if value is None or value is dataclasses.MISSING:
+            return "unset"
+        if isinstance(value, bool):
+            return str(value).lower()
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+ENVIRONMENT: tuple[EnvVar, ...] = (
+    EnvVar("LUCIDGRANT_LUCID_API_URL", "lucid_api_url", "Lucid's token, introspect and revoke API"),
+    EnvVar("LUCIDGRANT_LUCID_APP_URL", "lucid_app_url", "Lucid's authorize pages"),
+    EnvVar("LUCIDGRANT_HTTP_HOST", "http_host", "address of /healthz, /readyz, /metrics"),
+    EnvVar("LUCIDGRANT_HTTP_PORT", "http_port", "port of /healthz, /readyz, /metrics", _port),
+    EnvVar("LUCIDGRANT_CONCURRENCY", "concurrency", "grants reconciled at once", _positive_int),
+    EnvVar("LUCIDGRANT_LUCID_TIMEOUT", "lucid_timeout", "seconds per Lucid call", _seconds),
+    EnvVar(
+        "LUCIDGRANT_MIN_TOKEN_LIFETIME",
+        "min_token_lifetime",
+        "seconds: a shorter access-token lifetime is taken as this",
+        _seconds,
+    ),
+    EnvVar(
+        "LUCIDGRANT_SHUTDOWN_GRACE",
+        "shutdown_grace",
+        "seconds SIGTERM waits for refreshes in flight",
+        _seconds,
+    ),
+    EnvVar(
+        "LUCIDGRANT_LEADER_ELECTION",
+        "leader_election",
+        "take a Lease before refreshing (true/false)",
+        _bool,
+    ),
+    EnvVar("LUCIDGRANT_LEASE_NAME", "lease_name", "the leader Lease's name"),
+    EnvVar("LUCIDGRANT_LEASE_DURATION", "lease_duration", "seconds a Lease lasts", _seconds),
+    EnvVar("LUCIDGRANT_POD_NAMESPACE", "pod_namespace", "namespace of the Lease and state key"),
+    EnvVar("LUCIDGRANT_SELECTOR", "selector", "key=value,...: only grants with these labels",
+           parse_selector),
+    EnvVar("LUCIDGRANT_EXTERNAL_URL", "external_url", "public URL of the web authorization flow"),
+    EnvVar("LUCIDGRANT_STATE_KEY", None, "HMAC key of the web flow's state (32+ characters)"),
+    EnvVar("LUCIDGRANT_STATE_TTL", None, "seconds a web-flow link stays valid",
+           shown_default="600"),
+)  # fmt: skip

@@ -53,18 +53,54 @@ def _error(method: str, path: str, status: int, body: bytes) -> KubeError:
     return cls(method, path, status, reason or "Error")
 
 
+class KubeConfigError(Exception):
+    """No usable cluster configuration; the message says which file or setting, and the fix."""
+
+
+def kubeconfig_paths(kubeconfig: str | None = None) -> list[str]:
+    """The files kubectl would read: --kubeconfig, else KUBECONFIG's list, else ~/.kube/config;
+    raises KubeConfigError when none of them exists."""
+    text = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+    paths = [os.path.expanduser(p) for p in text.split(os.pathsep) if p]
+    if not any(os.path.isfile(p) for p in paths):
+        fix = "give an existing file" if kubeconfig else "set KUBECONFIG to your cluster's"
+        raise KubeConfigError(
+            f"no kubeconfig at {os.pathsep.join(paths)} and not in a pod "
+            f"(KUBERNETES_SERVICE_HOST unset): {fix}"
+        )
+    return paths
+
+
+async def load_configuration(
+    kubeconfig: str | None = None, context: str | None = None
+) -> kclient.Configuration:
+    configuration = kclient.Configuration()
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and kubeconfig is None and context is None:
+        try:
+            kconfig.load_incluster_config(client_configuration=configuration)
+        except kconfig.ConfigException as exc:
+            raise KubeConfigError(f"in-cluster configuration: {exc}") from None
+        return configuration
+    paths = kubeconfig_paths(kubeconfig)
+    try:
+        await kconfig.load_kube_config(
+            config_file=kubeconfig, context=context, client_configuration=configuration
+        )
+    except (kconfig.ConfigException, OSError, ValueError, TypeError) as exc:
+        where = f"context {context!r} in " if context else ""
+        raise KubeConfigError(f"cannot use {where}{os.pathsep.join(paths)}: {exc}") from None
+    return configuration
+
+
 class Kube:
     def __init__(self, api: kclient.ApiClient) -> None:
         self.api = api
 
     @classmethod
-    async def connect(cls) -> Kube:
-        """In-cluster config in a pod, KUBECONFIG (or ~/.kube/config) elsewhere."""
-        configuration = kclient.Configuration()
-        if os.environ.get("KUBERNETES_SERVICE_HOST"):
-            kconfig.load_incluster_config(client_configuration=configuration)
-        else:
-            await kconfig.load_kube_config(client_configuration=configuration)
+    async def connect(cls, kubeconfig: str | None = None, context: str | None = None) -> Kube:
+        """In-cluster config in a pod, KUBECONFIG (or ~/.kube/config) elsewhere; an explicit
+        kubeconfig or context (kubectl's --kubeconfig and --context) wins over both."""
+        configuration = await load_configuration(kubeconfig, context)
         # The client's aiohttp session trusts the environment by default, which reads ~/.netrc
         # and the proxy variables in a thread on every request (a tenth of the operator's CPU in
         # bench/RESULTS.md). A proxy still works through the kubeconfig's proxy-url, as with the

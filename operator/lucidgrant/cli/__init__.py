@@ -2,30 +2,37 @@
 
 from __future__ import annotations
 
-import logging
-import sys
-from dataclasses import replace
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from lucidgrant import __version__
 from lucidgrant.cli.authorize import authorize_options, run_authorize
-from lucidgrant.config import Settings, parse_selector
+from lucidgrant.cli.common import CONTEXT, Group, run_main
+from lucidgrant.cli.logs import FORMATS
+from lucidgrant.cli.run import environment_help, run_operator
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
-    """lucidgrant: keeps Lucid OAuth grants alive forever."""
+@click.group(cls=Group, context_settings=CONTEXT)
+@click.version_option(__version__, "--version", message="%(prog)s %(version)s")
+def cli() -> None:
+    """lucidgrant keeps Lucid OAuth grants alive: it refreshes each LucidGrant's tokens before
+    they expire, stores every rotated refresh token first, and writes the access token into a
+    Secret that pods mount. `kubectl lucidgrant` (the kubectl-lucidgrant command) shows and
+    acts on grants."""
 
 
-@main.command()
+def main() -> NoReturn:
+    run_main(cli, "lucidgrant")
+
+
+@cli.command()
 def version() -> None:
-    """Print the version."""
+    """Print the version (as --version does)."""
     click.echo(__version__)
 
 
-@main.command()
+@cli.command(epilog=environment_help())
 @click.option(
     "--namespace", "-n", "namespaces", multiple=True, help="Watch this namespace (repeatable)."
 )
@@ -34,41 +41,31 @@ def version() -> None:
     "--selector",
     "-l",
     default=None,
-    help="Handle only grants with these labels (key=value,...): one shard per replica set.",
+    help="Handle only grants with these labels (key=value,...): one shard per replica set. "
+    "Overrides LUCIDGRANT_SELECTOR.",
 )
-@click.option("--verbose", "-v", is_flag=True, help="Log debug messages.")
+@click.option(
+    "--log-format",
+    type=click.Choice(FORMATS),
+    default="text",
+    show_default=True,
+    help="text for people; json for one JSON object a line (time, level, logger, message).",
+)
+@click.option("--verbose", "-v", is_flag=True, help="Log debug messages, and every watch event.")
 def run(
-    namespaces: tuple[str, ...], all_namespaces: bool, selector: str | None, verbose: bool
+    namespaces: tuple[str, ...],
+    all_namespaces: bool,
+    selector: str | None,
+    log_format: str,
+    verbose: bool,
 ) -> None:
-    """Run the operator (in-cluster config in a pod, KUBECONFIG elsewhere)."""
-    if bool(namespaces) == all_namespaces:
-        raise click.UsageError("give --namespace (one or more) or --all-namespaces")
-    import kopf  # here, so that `kubectl lucidgrant` starts without loading the operator
-
-    import lucidgrant.handlers  # noqa: F401  (registers the kopf handlers)
-
-    kopf.configure(verbose=verbose, log_prefix=False)
-    # kopf logs every handled watch event at INFO and httpx every request: at thousands of
-    # grants that is noise, so they speak only with --verbose.
-    if not verbose:
-        for name in ("kopf.objects", "httpx", "aiohttp.access"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-    settings = Settings.from_env()
-    if selector is not None:
-        try:
-            settings = replace(settings, selector=parse_selector(selector))
-        except ValueError as exc:
-            raise click.UsageError(str(exc)) from None
-    kopf.run(
-        standalone=True,
-        clusterwide=all_namespaces,
-        namespaces=list(namespaces),
-        memo=kopf.Memo(settings=settings),
-    )
-    sys.exit(0)
+    """Run the operator. In a pod it uses the in-cluster configuration; elsewhere KUBECONFIG (or
+    ~/.kube/config). It stops at once, with one line saying why, when that configuration, a
+    setting or the HTTP port is unusable."""
+    run_operator(namespaces, all_namespaces, selector, log_format, verbose)
 
 
-@main.command(name="demo")
+@cli.command(name="demo")
 @click.option("--duration", default=60.0, show_default=True, help="Seconds to run.")
 @click.option("--access-ttl", default=9.0, show_default=True, help="Access token lifetime (s).")
 def demo_command(duration: float, access_ttl: float) -> None:
@@ -78,8 +75,9 @@ def demo_command(duration: float, access_ttl: float) -> None:
     run_demo(duration, access_ttl)
 
 
-@main.command(name="authorize")
+@cli.command(name="authorize")
 @authorize_options
 def authorize_command(**options: Any) -> None:
-    """Authorize the LucidGrant NAME in a browser and write its bootstrap Secret."""
+    """Authorize the LucidGrant NAME in a browser, on this machine, and write the refresh token
+    into the grant's bootstrap Secret (as `kubectl lucidgrant authorize` does)."""
     run_authorize(**options)

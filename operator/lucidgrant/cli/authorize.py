@@ -10,12 +10,14 @@ Where it writes: the Secret and key of `spec.authorization.refreshTokenSecretRef
 with `codeSecretRef` (or with no `spec.authorization`) cannot take a refresh token there (its
 code is exchanged with the grant's own redirectUri, not the loopback one), so the token goes to
 `<grant>-bootstrap` (key `refresh_token`) and `--patch-grant` points the grant at it (without
-the flag the command prints the patch to run).
+the flag the command prints the one-line `kubectl patch` to run). It never writes into a Secret
+another grant uses, nor into this grant's own client, access-token or state Secret.
 
-Client credentials come from the grant's client Secret, or from `--client-id` and
-`--client-secret` (or LUCIDGRANT_CLIENT_SECRET, or a hidden prompt). No token and no client
-secret is ever printed, except the refresh token in the manifest that `--dry-run` prints to
-stdout, on purpose.
+Client credentials come from the grant's client Secret, or from `--client-id` with the secret
+from `--client-secret-file`, LUCIDGRANT_CLIENT_SECRET or a hidden prompt: never from a flag,
+which every user of the machine could read in `ps`. No token and no client secret is ever
+printed, except the refresh token in the manifest that `--dry-run` prints to stdout, on
+purpose.
 
 For tests, LUCIDGRANT_TEST_BROWSER=httpx makes the "browser" an HTTP client that follows the
 real redirect chain (Lucid's consent, then the loopback callback) instead of opening a window."""
@@ -24,15 +26,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
+import getpass
 import hmac
+import json
 import os
 import secrets
-import socket
-import sys
+import shlex
 import webbrowser
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import click
 import httpx
@@ -40,16 +44,25 @@ import yaml
 from aiohttp import web
 
 from lucidgrant.authflow import authorize_url, page
+from lucidgrant.cache import referenced_secrets
+from lucidgrant.cli.common import current_namespace, fail, kube_options
 from lucidgrant.grant import GrantSpec, SpecError, parse_spec
-from lucidgrant.kube import Kube, KubeError
+from lucidgrant.kube import Kube, KubeConfigError, KubeError
 from lucidgrant.lucid import DEFAULT_API_URL, DEFAULT_APP_URL, ClientCredentials, LucidClient
 from lucidgrant.lucid import LucidError as LucidFailure
-from lucidgrant.names import LABEL_MANAGED_BY, grant_path, secret_path
+from lucidgrant.names import (
+    LABEL_MANAGED_BY,
+    grant_path,
+    grants_path,
+    secret_path,
+    state_secret_name,
+)
 from lucidgrant.store import secret_value
 
 DEFAULT_PORT = 8765
 DEFAULT_TIMEOUT = 300.0
 TEST_BROWSER_ENV = "LUCIDGRANT_TEST_BROWSER"
+CLIENT_SECRET_ENV = "LUCIDGRANT_CLIENT_SECRET"
 BOOTSTRAP_KEY = "refresh_token"
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -63,6 +76,8 @@ class AuthorizeError(Exception):
 class AuthorizeOptions:
     name: str
     namespace: str | None = None
+    kubeconfig: str | None = None
+    context: str | None = None
     client_id: str | None = None
     client_secret: str | None = None
     lucid_app_url: str = DEFAULT_APP_URL
@@ -86,23 +101,58 @@ class Target:
     repoint: bool
 
 
-def current_namespace() -> str:
-    """The namespace of the kubeconfig's current context (as kubectl does), else default."""
-    try:
-        from kubernetes.config.kube_config import list_kube_config_contexts
-
-        _, active = list_kube_config_contexts(  # type: ignore[no-untyped-call]
-            config_file=os.environ.get("KUBECONFIG")
-        )
-        return str((active.get("context") or {}).get("namespace") or "default")
-    except Exception:  # no kubeconfig, or an unusual one: kubectl's default then
-        return "default"
-
-
 def target_of(name: str, spec: GrantSpec) -> Target:
     if spec.refresh_token_ref is not None:
         return Target(spec.refresh_token_ref.name, spec.refresh_token_ref.key, repoint=False)
     return Target(f"{name}-bootstrap", BOOTSTRAP_KEY, repoint=True)
+
+
+def secret_users(
+    name: str, spec: GrantSpec, grants: list[dict[str, Any]], secret: str
+) -> list[str]:
+    """Who else uses Secret `secret`: other grants by name, and this grant's own Secrets that
+    are not its bootstrap one (writing the token there would break the grant)."""
+    own = {
+        spec.client_secret_name: "its spec.clientSecretRef",
+        spec.consumer.name: "its spec.accessTokenSecret",
+        state_secret_name(name): "its state Secret",
+    }
+    users = [f"LucidGrant {name} ({own[secret]})"] if secret in own else []
+    for grant in grants:
+        other = str((grant.get("metadata") or {}).get("name") or "")
+        if other == name:
+            continue
+        try:
+            other_spec: GrantSpec | SpecError = parse_spec(grant.get("spec"))
+        except SpecError as exc:
+            other_spec = exc
+        if secret in referenced_secrets(other, other_spec):
+            users.append(f"LucidGrant {other}")
+    return users
+
+
+async def choose_target(
+    kube: Kube, namespace: str, name: str, spec: GrantSpec, repoint: bool
+) -> Target:
+    """The grant's bootstrap Secret, unless another grant uses it: then `<name>-bootstrap` with
+    `--patch-grant`, or a refusal that says so."""
+    grants = (await kube.request("GET", grants_path(namespace))).get("items") or []
+    target = target_of(name, spec)
+    users = secret_users(name, spec, grants, target.secret)
+    if users and repoint and not target.repoint:
+        target = Target(f"{name}-bootstrap", BOOTSTRAP_KEY, repoint=True)
+        users = secret_users(name, spec, grants, target.secret)
+    if users:
+        fix = (
+            "rename it"
+            if target.repoint
+            else f"rerun with --patch-grant to use Secret {name}-bootstrap instead"
+        )
+        raise AuthorizeError(
+            f"Secret {namespace}/{target.secret} is also used by {', '.join(users)}: writing a "
+            f"refresh token there would break it; {fix}"
+        )
+    return target
 
 
 def secret_manifest(namespace: str, target: Target, refresh_token: str) -> dict[str, Any]:
@@ -124,6 +174,13 @@ def grant_patch(target: Target) -> dict[str, Any]:
             }
         }
     }
+
+
+def patch_command(namespace: str, name: str, target: Target) -> str:
+    """The `kubectl patch` that points the grant at `target`: one line, valid JSON, quoted
+    for a POSIX shell."""
+    patch = json.dumps(grant_patch(target), separators=(",", ":"))
+    return f"kubectl patch lucidgrant {name} -n {namespace} --type merge -p {shlex.quote(patch)}"
 
 
 def _err(message: str) -> None:
@@ -169,19 +226,20 @@ class LoopbackReceiver:
         app.router.add_get("/callback", self.callback)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        try:
-            await web.TCPSite(self._runner, "127.0.0.1", port).start()
-        except OSError as exc:
-            await self.stop()
-            raise AuthorizeError(
-                f"cannot listen on 127.0.0.1:{port} ({exc.strerror}); choose another --port "
-                "(and register its redirect URI with the Lucid app)"
-            ) from None
-        if socket.has_ipv6:  # browsers may resolve localhost to ::1 first
+        # Browsers may resolve localhost to either address: a port another process holds on
+        # one of them would hand it the code. A host without ::1 cannot send a browser there.
+        for host in ("127.0.0.1", "::1"):
             try:
-                await web.TCPSite(self._runner, "::1", port).start()
-            except OSError:
-                pass
+                await web.TCPSite(self._runner, host, port).start()
+            except OSError as exc:
+                if host == "::1" and exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                    continue
+                await self.stop()
+                raise AuthorizeError(
+                    f"cannot listen on [{host}]:{port} ({exc.strerror or exc}): another process "
+                    "may be waiting for the callback there; stop it or choose another --port "
+                    "(and register http://localhost:PORT/callback with the Lucid app)"
+                ) from None
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -213,7 +271,9 @@ async def _credentials(
 ) -> ClientCredentials:
     if opts.client_id:
         if not opts.client_secret:
-            raise AuthorizeError("--client-id needs --client-secret (or LUCIDGRANT_CLIENT_SECRET)")
+            raise AuthorizeError(
+                f"--client-id needs the client secret: --client-secret-file or {CLIENT_SECRET_ENV}"
+            )
         return ClientCredentials(opts.client_id, opts.client_secret)
     secret = await kube.get(secret_path(namespace, spec.client_secret_name))
     client_id = secret_value(secret, spec.client_id_key)
@@ -221,7 +281,8 @@ async def _credentials(
     if not client_id or not client_secret:
         raise AuthorizeError(
             f"the client Secret {spec.client_secret_name!r} is missing or lacks keys "
-            f"{spec.client_id_key}/{spec.client_secret_key}; give --client-id and --client-secret"
+            f"{spec.client_id_key}/{spec.client_secret_key}; give --client-id and "
+            f"--client-secret-file (or {CLIENT_SECRET_ENV})"
         )
     return ClientCredentials(client_id, client_secret)
 
@@ -262,13 +323,16 @@ async def _write_secret(kube: Kube, namespace: str, target: Target, refresh_toke
 
 async def authorize(opts: AuthorizeOptions) -> None:
     """The whole flow; raises AuthorizeError with a message for the person."""
-    namespace = opts.namespace or current_namespace()
+    namespace = opts.namespace or current_namespace(opts.kubeconfig, opts.context)
     label = f"{namespace}/{opts.name}"
-    kube = await Kube.connect()
+    try:
+        kube = await Kube.connect(opts.kubeconfig, opts.context)
+    except KubeConfigError as exc:
+        raise AuthorizeError(str(exc)) from None
     try:
         spec = await _read_grant(kube, namespace, opts.name)
         creds = await _credentials(kube, namespace, spec, opts)
-        target = target_of(opts.name, spec)
+        target = await choose_target(kube, namespace, opts.name, spec, opts.patch_grant)
         state = secrets.token_urlsafe(32)
         redirect_uri = f"http://localhost:{opts.port}/callback"
         url = authorize_url(
@@ -303,15 +367,15 @@ async def authorize(opts: AuthorizeOptions) -> None:
             return
         await _write_secret(kube, namespace, target, tokens.refresh_token)
         _err(f"Wrote the new refresh token to Secret {namespace}/{target.secret} key {target.key}.")
+        if target.repoint and not opts.patch_grant:
+            _err(_repoint_hint(namespace, opts.name, target))
+            return
         if target.repoint:
-            if opts.patch_grant:
-                await kube.patch(grant_path(namespace, opts.name), grant_patch(target))
-                _err(f"Pointed LucidGrant {label} at it (spec.authorization).")
-            else:
-                _err(_repoint_hint(namespace, opts.name, target))
+            await kube.patch(grant_path(namespace, opts.name), grant_patch(target))
+            _err(f"Pointed LucidGrant {label} at it (spec.authorization).")
         _err(
-            f"The operator adopts it within seconds: kubectl get lucidgrant {opts.name} "
-            f"-n {namespace}"
+            "The operator adopts it when its watch sees the change; follow it with: "
+            f"kubectl lucidgrant status {opts.name} -n {namespace}"
         )
     except KubeError as exc:
         raise AuthorizeError(f"Kubernetes API: {exc}") from None
@@ -320,11 +384,10 @@ async def authorize(opts: AuthorizeOptions) -> None:
 
 
 def _repoint_hint(namespace: str, name: str, target: Target) -> str:
-    patch = yaml.safe_dump(grant_patch(target), default_flow_style=True).strip()
     return (
-        f"LucidGrant {namespace}/{name} does not read a refresh token Secret: point it at this "
-        f"one (or rerun with --patch-grant):\n  kubectl patch lucidgrant {name} -n {namespace} "
-        f"--type merge -p '{patch}'"
+        f"LucidGrant {namespace}/{name} does not read Secret {target.secret}: nothing happens "
+        "until it does. Point it there with this command (or rerun with --patch-grant):\n  "
+        + patch_command(namespace, name, target)
     )
 
 
@@ -332,12 +395,16 @@ def authorize_options(fn: F) -> F:
     """The click arguments and options of `authorize`, shared by both command lines."""
     decorators = [
         click.argument("name"),
-        click.option("--namespace", "-n", help="The grant's namespace (default: kubeconfig's)."),
-        click.option("--client-id", help="The Lucid client id (default: the grant's Secret)."),
+        kube_options,
         click.option(
-            "--client-secret",
-            envvar="LUCIDGRANT_CLIENT_SECRET",
-            help="The Lucid client secret (prefer the env var LUCIDGRANT_CLIENT_SECRET).",
+            "--client-id",
+            help="The Lucid client id, when you cannot read the grant's client Secret. The "
+            f"secret then comes from --client-secret-file, {CLIENT_SECRET_ENV} or a prompt.",
+        ),
+        click.option(
+            "--client-secret-file",
+            type=click.File("r"),
+            help="A file holding the Lucid client secret ('-' for stdin).",
         ),
         click.option(
             "--lucid-app-url",
@@ -375,7 +442,7 @@ def authorize_options(fn: F) -> F:
             "--patch-grant",
             is_flag=True,
             help="Point spec.authorization at <name>-bootstrap when the grant lacks a "
-            "refreshTokenSecretRef.",
+            "refreshTokenSecretRef, or when another grant uses its Secret.",
         ),
     ]
     for decorator in reversed(decorators):
@@ -383,11 +450,25 @@ def authorize_options(fn: F) -> F:
     return fn
 
 
+def client_secret_of(client_id: str | None, secret_file: IO[str] | None) -> str | None:
+    """The client secret for --client-id: the file, else the environment, else a prompt."""
+    if not client_id:
+        return None
+    if secret_file is not None:
+        return secret_file.read().strip() or None
+    from_env = os.environ.get(CLIENT_SECRET_ENV, "").strip()
+    if from_env:
+        return from_env
+    return getpass.getpass("Lucid client secret: ").strip() or None
+
+
 def run_authorize(
     name: str,
     namespace: str | None,
+    kubeconfig: str | None,
+    context: str | None,
     client_id: str | None,
-    client_secret: str | None,
+    client_secret_file: Any,
     lucid_app_url: str,
     lucid_api_url: str,
     port: int,
@@ -397,13 +478,13 @@ def run_authorize(
     patch_grant: bool,
 ) -> None:
     """The body of both `authorize` commands."""
-    if client_id and not client_secret:
-        client_secret = click.prompt("Lucid client secret", hide_input=True)
     opts = AuthorizeOptions(
         name=name,
-        namespace=namespace,
+        namespace=namespace or current_namespace(kubeconfig, context),
+        kubeconfig=kubeconfig,
+        context=context,
         client_id=client_id,
-        client_secret=client_secret,
+        client_secret=client_secret_of(client_id, client_secret_file),
         lucid_app_url=lucid_app_url,
         lucid_api_url=lucid_api_url,
         port=port,
@@ -415,5 +496,4 @@ def run_authorize(
     try:
         asyncio.run(authorize(opts))
     except AuthorizeError as exc:
-        _err(f"error: {exc}")
-        sys.exit(1)
+        fail(str(exc))

@@ -1,0 +1,215 @@
+"""`kubectl lucidgrant check`: is the CRD installed, is the operator running and leading, and
+does it reach Lucid? Each answer is one line, OK, WARN or FAIL, with what to do.
+
+Whether Lucid is reachable is read from the grants' status, which the operator writes after
+every refresh: a cluster user can read it, unlike the operator's metrics port. A grant that
+reports ProviderUnavailable or ClientRejected is a FAIL; a recent refresh is an OK; with no
+refresh yet there is no evidence either way, and the line says so (WARN)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import click
+
+from lucidgrant.cli.common import current_namespace, human, parse_time
+from lucidgrant.kube import Kube, KubeConfigError, KubeError
+from lucidgrant.names import GROUP, PLURAL, READY, VERSION, Reason, grants_path, lease_path
+from lucidgrant.status import condition_of
+
+CRD_NAME = f"{PLURAL}.{GROUP}"
+CRD_PATH = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{CRD_NAME}"
+APP_LABEL = "app.kubernetes.io/name=lucidgrant"
+# Lucid's access tokens live an hour: a running operator refreshes each grant within it.
+STALE_AFTER = 2 * 3600.0
+UNREACHABLE = (Reason.PROVIDER_UNAVAILABLE, Reason.CLIENT_REJECTED)
+
+
+@dataclass(frozen=True)
+class Finding:
+    state: str  # OK, WARN or FAIL
+    text: str
+
+    def line(self) -> str:
+        return f"{self.state:<4}  {self.text}"
+
+
+def _ago(seconds: float) -> str:
+    return f"{human(seconds)} ago"
+
+
+async def check_crd(kube: Kube, namespace: str) -> Finding:
+    try:
+        crd = await kube.get(CRD_PATH)
+    except KubeError as exc:
+        if exc.status != 403:
+            raise
+        # No right to read CRDs: the API answering for LucidGrants is proof enough.
+        try:
+            await kube.request("GET", grants_path(namespace))
+        except KubeError as inner:
+            return Finding("FAIL", f"cannot read CRDs nor LucidGrants in {namespace}: {inner}")
+        return Finding("OK", f"the LucidGrant API is served (not allowed to read {CRD_NAME})")
+    if crd is None:
+        return Finding(
+            "FAIL", f"CRD {CRD_NAME} is not installed: kubectl apply -f crds/ (or -k deploy/)"
+        )
+    served = [
+        v.get("name") for v in (crd.get("spec") or {}).get("versions") or [] if v.get("served")
+    ]
+    if VERSION not in served:
+        return Finding(
+            "FAIL",
+            f"CRD {CRD_NAME} does not serve {VERSION} (serves {', '.join(map(str, served))}): "
+            "apply the CRD of this version, kubectl apply -f crds/",
+        )
+    return Finding("OK", f"CRD {CRD_NAME} is installed and serves {VERSION}")
+
+
+def _env(deployment: Mapping[str, Any]) -> dict[str, str]:
+    template = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return {
+        str(e.get("name")): str(e.get("value"))
+        for c in template.get("containers") or []
+        for e in c.get("env") or []
+        if "value" in e
+    }
+
+
+async def check_deployment(
+    kube: Kube, namespace: str, name: str
+) -> tuple[Finding, Mapping[str, Any] | None]:
+    path = f"/apis/apps/v1/namespaces/{quote(namespace)}/deployments/{quote(name)}"
+    deployment = await kube.get(path)
+    if deployment is None:
+        return Finding(
+            "FAIL",
+            f"Deployment {namespace}/{name} not found: install the operator (kubectl apply -k "
+            "deploy/), or give --operator-namespace and --deployment",
+        ), None
+    status = deployment.get("status") or {}
+    wanted = int((deployment.get("spec") or {}).get("replicas", 1))
+    ready = int(status.get("readyReplicas") or 0)
+    text = f"Deployment {namespace}/{name}: {ready}/{wanted} replicas ready"
+    if ready < 1:
+        return Finding(
+            "FAIL",
+            f"{text}: kubectl -n {namespace} get pods -l {APP_LABEL}; "
+            f"kubectl -n {namespace} logs deploy/{name}",
+        ), deployment
+    return Finding("OK" if ready >= wanted else "WARN", text), deployment
+
+
+async def check_lease(
+    kube: Kube, namespace: str, deployment: Mapping[str, Any] | None, now: float
+) -> Finding:
+    env = _env(deployment or {})
+    if deployment is not None and env.get("LUCIDGRANT_LEADER_ELECTION", "false") != "true":
+        return Finding("OK", "leader election is off (one replica refreshes)")
+    name = env.get("LUCIDGRANT_LEASE_NAME", "lucidgrant-leader")
+    lease = await kube.get(lease_path(namespace, name))
+    spec = (lease or {}).get("spec") or {}
+    holder = spec.get("holderIdentity")
+    if not holder:
+        return Finding(
+            "FAIL",
+            f"no replica holds Lease {namespace}/{name}: no operator with leader election runs; "
+            f"kubectl -n {namespace} get pods -l {APP_LABEL}",
+        )
+    renewed = parse_time(spec.get("renewTime"))
+    duration = float(spec.get("leaseDurationSeconds") or 15)
+    if renewed is None or renewed + duration < now:
+        since = "never renewed" if renewed is None else f"renewed {_ago(now - renewed)}"
+        return Finding(
+            "FAIL",
+            f"Lease {namespace}/{name} held by {holder} has lapsed ({since}): the leader "
+            f"stopped; kubectl -n {namespace} logs deploy/lucidgrant",
+        )
+    return Finding(
+        "OK", f"Lease {namespace}/{name} held by {holder}, renewed {_ago(now - renewed)}"
+    )
+
+
+def check_lucid(grants: Sequence[Mapping[str, Any]], now: float) -> Finding:
+    failing = []
+    newest: tuple[float, str] | None = None
+    for grant in grants:
+        meta = grant.get("metadata") or {}
+        label = f"{meta.get('namespace')}/{meta.get('name')}"
+        status = grant.get("status") or {}
+        ready: Mapping[str, Any] = condition_of(status, READY) or {}
+        if ready.get("status") == "False" and Reason.of(str(ready.get("reason"))) in UNREACHABLE:
+            failing.append((label, ready))
+        at = parse_time(status.get("lastRefreshTime"))
+        if at is not None and (newest is None or at > newest[0]):
+            newest = (at, label)
+    if failing:
+        label, ready = failing[0]
+        return Finding(
+            "FAIL",
+            f"Lucid: {len(failing)} grant(s) cannot refresh, e.g. {label}: {ready.get('reason')}: "
+            f"{ready.get('message')}",
+        )
+    if newest is None:
+        return Finding(
+            "WARN",
+            f"Lucid: no grant has refreshed yet ({len(grants)} grant(s)), so nothing shows "
+            "whether the operator reaches Lucid; authorize one: kubectl lucidgrant authorize NAME",
+        )
+    at, label = newest
+    if now - at > STALE_AFTER:
+        return Finding(
+            "WARN",
+            f"Lucid: the newest refresh ({label}) was {_ago(now - at)}: is the operator "
+            "refreshing? Check its logs",
+        )
+    return Finding("OK", f"Lucid: last successful refresh {_ago(now - at)} ({label})")
+
+
+async def _grants(kube: Kube, namespace: str) -> list[dict[str, Any]]:
+    try:
+        body = await kube.request("GET", grants_path(None))
+    except KubeError as exc:
+        if exc.status != 403:
+            raise
+        body = await kube.request("GET", grants_path(namespace))
+    return list(body.get("items") or [])
+
+
+async def findings(
+    kubeconfig: str | None, context: str | None, operator_namespace: str, deployment_name: str
+) -> list[Finding]:
+    try:
+        kube = await Kube.connect(kubeconfig, context)
+    except KubeConfigError as exc:
+        return [Finding("FAIL", f"no cluster: {exc}")]
+    namespace = current_namespace(kubeconfig, context)
+    now = time.time()
+    result: list[Finding] = []
+    try:
+        crd = await check_crd(kube, namespace)
+        result.append(crd)
+        found, deployment = await check_deployment(kube, operator_namespace, deployment_name)
+        result.append(found)
+        result.append(await check_lease(kube, operator_namespace, deployment, now))
+        if crd.state == "OK":
+            result.append(check_lucid(await _grants(kube, namespace), now))
+    except (KubeError, OSError) as exc:
+        result.append(Finding("FAIL", f"Kubernetes API: {exc}"))
+    finally:
+        await kube.close()
+    return result
+
+
+def run_check(
+    kubeconfig: str | None, context: str | None, operator_namespace: str, deployment: str
+) -> int:
+    results = asyncio.run(findings(kubeconfig, context, operator_namespace, deployment))
+    for finding in results:
+        click.echo(finding.line())
+    return 1 if any(f.state == "FAIL" for f in results) else 0
