@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -27,7 +28,7 @@ def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def one_line_error(done, code: int, *fragments: str) -> str:
+def one_line_error(done: subprocess.CompletedProcess[str], code: int, *fragments: str) -> str:
     assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr

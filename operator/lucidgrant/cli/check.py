@@ -43,35 +43,24 @@ def _ago(seconds: float) -> str:
     return f"{human(seconds)} ago"
 
 
-async def check_crd(kube: Kube, namespace: str) -> Finding:
-    try:
-        crd = await kube.get(CRD_PATH)
-    except KubeError as exc:
-        if exc.status != 403:
-            raise
-        # No right to read CRDs: the API answering for LucidGrants is proof enough.
-        try:
-            await kube.request("GET", grants_path(namespace))
-        except KubeError as inner:
-            return Finding("FAIL", f"cannot read CRDs nor LucidGrants in {namespace}: {inner}")
-        return Finding("OK", f"the LucidGrant API is served (not allowed to read {CRD_NAME})")
+def crd_finding(crd: Mapping[str, Any] | None) -> Finding:
     if crd is None:
         return Finding(
             "FAIL", f"CRD {CRD_NAME} is not installed: kubectl apply -f crds/ (or -k deploy/)"
         )
-    served = [
-        v.get("name") for v in (crd.get("spec") or {}).get("versions") or [] if v.get("served")
-    ]
+    versions = (crd.get("spec") or {}).get("versions") or []
+    served = [str(v.get("name")) for v in versions if v.get("served")]
     if VERSION not in served:
         return Finding(
             "FAIL",
-            f"CRD {CRD_NAME} does not serve {VERSION} (serves {', '.join(map(str, served))}): "
-            "apply the CRD of this version, kubectl apply -f crds/",
+            f"CRD {CRD_NAME} does not serve {VERSION} (it serves {', '.join(served) or 'none'}):"
+            " apply this version's CRD, kubectl apply -f crds/",
         )
     return Finding("OK", f"CRD {CRD_NAME} is installed and serves {VERSION}")
 
 
-def _env(deployment: Mapping[str, Any]) -> dict[str, str]:
+def operator_env(deployment: Mapping[str, Any]) -> dict[str, str]:
+    """The literal environment of the Deployment's containers (how the operator is set up)."""
     template = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
     return {
         str(e.get("name")): str(e.get("value"))
@@ -81,61 +70,61 @@ def _env(deployment: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-async def check_deployment(
-    kube: Kube, namespace: str, name: str
-) -> tuple[Finding, Mapping[str, Any] | None]:
-    path = f"/apis/apps/v1/namespaces/{quote(namespace)}/deployments/{quote(name)}"
-    deployment = await kube.get(path)
+def deployment_finding(namespace: str, name: str, deployment: Mapping[str, Any] | None) -> Finding:
     if deployment is None:
         return Finding(
             "FAIL",
             f"Deployment {namespace}/{name} not found: install the operator (kubectl apply -k "
             "deploy/), or give --operator-namespace and --deployment",
-        ), None
-    status = deployment.get("status") or {}
+        )
     wanted = int((deployment.get("spec") or {}).get("replicas", 1))
-    ready = int(status.get("readyReplicas") or 0)
+    ready = int((deployment.get("status") or {}).get("readyReplicas") or 0)
     text = f"Deployment {namespace}/{name}: {ready}/{wanted} replicas ready"
     if ready < 1:
         return Finding(
             "FAIL",
-            f"{text}: kubectl -n {namespace} get pods -l {APP_LABEL}; "
+            f"{text}: see kubectl -n {namespace} get pods -l {APP_LABEL}; "
             f"kubectl -n {namespace} logs deploy/{name}",
-        ), deployment
-    return Finding("OK" if ready >= wanted else "WARN", text), deployment
+        )
+    return Finding("OK" if ready >= wanted else "WARN", text)
 
 
-async def check_lease(
-    kube: Kube, namespace: str, deployment: Mapping[str, Any] | None, now: float
-) -> Finding:
-    env = _env(deployment or {})
+def lease_name(deployment: Mapping[str, Any] | None) -> str | None:
+    """The Lease the operator takes; None when its Deployment turns leader election off."""
+    env = operator_env(deployment or {})
     if deployment is not None and env.get("LUCIDGRANT_LEADER_ELECTION", "false") != "true":
-        return Finding("OK", "leader election is off (one replica refreshes)")
-    name = env.get("LUCIDGRANT_LEASE_NAME", "lucidgrant-leader")
-    lease = await kube.get(lease_path(namespace, name))
+        return None
+    return env.get("LUCIDGRANT_LEASE_NAME", "lucidgrant-leader")
+
+
+def lease_finding(
+    namespace: str, name: str | None, lease: Mapping[str, Any] | None, now: float
+) -> Finding:
+    if name is None:
+        return Finding("OK", "leader election is off in the Deployment: one replica refreshes")
     spec = (lease or {}).get("spec") or {}
     holder = spec.get("holderIdentity")
     if not holder:
         return Finding(
             "FAIL",
-            f"no replica holds Lease {namespace}/{name}: no operator with leader election runs; "
-            f"kubectl -n {namespace} get pods -l {APP_LABEL}",
+            f"no replica holds Lease {namespace}/{name}: no operator with leader election is "
+            f"running; see kubectl -n {namespace} get pods -l {APP_LABEL}",
         )
     renewed = parse_time(spec.get("renewTime"))
     duration = float(spec.get("leaseDurationSeconds") or 15)
     if renewed is None or renewed + duration < now:
-        since = "never renewed" if renewed is None else f"renewed {_ago(now - renewed)}"
+        since = "never renewed" if renewed is None else f"last renewed {_ago(now - renewed)}"
         return Finding(
             "FAIL",
             f"Lease {namespace}/{name} held by {holder} has lapsed ({since}): the leader "
-            f"stopped; kubectl -n {namespace} logs deploy/lucidgrant",
+            f"stopped; see kubectl -n {namespace} logs deploy/lucidgrant",
         )
     return Finding(
         "OK", f"Lease {namespace}/{name} held by {holder}, renewed {_ago(now - renewed)}"
     )
 
 
-def check_lucid(grants: Sequence[Mapping[str, Any]], now: float) -> Finding:
+def lucid_finding(grants: Sequence[Mapping[str, Any]], now: float) -> Finding:
     failing = []
     newest: tuple[float, str] | None = None
     for grant in grants:
@@ -181,6 +170,17 @@ async def _grants(kube: Kube, namespace: str) -> list[dict[str, Any]]:
     return list(body.get("items") or [])
 
 
+async def _crd(kube: Kube, namespace: str) -> Finding:
+    try:
+        return crd_finding(await kube.get(CRD_PATH))
+    except KubeError as exc:
+        if exc.status != 403:
+            raise
+    # No right to read CRDs: the API answering for LucidGrants is proof enough.
+    await kube.request("GET", grants_path(namespace))
+    return Finding("OK", f"the LucidGrant API is served (not allowed to read CRD {CRD_NAME})")
+
+
 async def findings(
     kubeconfig: str | None, context: str | None, operator_namespace: str, deployment_name: str
 ) -> list[Finding]:
@@ -189,16 +189,19 @@ async def findings(
     except KubeConfigError as exc:
         return [Finding("FAIL", f"no cluster: {exc}")]
     namespace = current_namespace(kubeconfig, context)
-    now = time.time()
+    ns = quote(operator_namespace)
     result: list[Finding] = []
     try:
-        crd = await check_crd(kube, namespace)
-        result.append(crd)
-        found, deployment = await check_deployment(kube, operator_namespace, deployment_name)
-        result.append(found)
-        result.append(await check_lease(kube, operator_namespace, deployment, now))
-        if crd.state == "OK":
-            result.append(check_lucid(await _grants(kube, namespace), now))
+        result.append(await _crd(kube, namespace))
+        deployment = await kube.get(
+            f"/apis/apps/v1/namespaces/{ns}/deployments/{quote(deployment_name)}"
+        )
+        result.append(deployment_finding(operator_namespace, deployment_name, deployment))
+        lease = lease_name(deployment)
+        held = None if lease is None else await kube.get(lease_path(operator_namespace, lease))
+        result.append(lease_finding(operator_namespace, lease, held, time.time()))
+        if result[0].state == "OK":
+            result.append(lucid_finding(await _grants(kube, namespace), time.time()))
     except (KubeError, OSError) as exc:
         result.append(Finding("FAIL", f"Kubernetes API: {exc}"))
     finally:

@@ -161,17 +161,22 @@ async def refresh_grant(kube: Kube, namespace: str, name: str, timeout: float) -
     if last is not None and time.time() < last + 1:
         await asyncio.sleep(last + 1 - time.time())
     patch = {"metadata": {"annotations": {REFRESH_NOW: str(int(time.time()))}}}
-    await kube.patch(grant_path(namespace, name), patch)
+    path = grant_path(namespace, name)
+    await kube.patch(path, patch)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         await asyncio.sleep(0.5)
-        grant = await kube.get(grant_path(namespace, name))
+        grant = await kube.get(path)
         if grant is None:
             return False, f"LucidGrant {namespace}/{name} was deleted"
         status = grant.get("status") or {}
         annotations = grant["metadata"].get("annotations") or {}
         waiting = _needs_person(namespace, name, status)
         if waiting:
+            if REFRESH_NOW in annotations:
+                # The operator refreshes no dead grant, so it would never take the request
+                # away: withdraw it, or it would fire at the next authorization.
+                await kube.patch(path, {"metadata": {"annotations": {REFRESH_NOW: None}}})
             return False, waiting
         if REFRESH_NOW in annotations:
             continue
