@@ -14,8 +14,6 @@ from typing import Any
 import pytest
 import yaml
 
-from lucidgrant.testbed.lucid import LucidEmulator
-
 from .harness import CLIENT_ID, CLIENT_SECRET, ROOT, Cluster, free_port, grant_spec, wait_for
 from .test_cli_authorize import CLI, PLUGIN, client_secret, env_for, no_leaks, run
 from .test_operator import authorized_grants
