@@ -9,8 +9,7 @@ import click
 from lucidgrant import __version__
 from lucidgrant.cli.authorize import authorize_options, run_authorize
 from lucidgrant.cli.common import CONTEXT, Group, run_main
-from lucidgrant.cli.logs import FORMATS
-from lucidgrant.cli.run import environment_help, run_operator
+from lucidgrant.cli.run import run
 
 
 @click.group(cls=Group, context_settings=CONTEXT)
@@ -32,37 +31,7 @@ def version() -> None:
     click.echo(__version__)
 
 
-@cli.command(epilog=environment_help())
-@click.option(
-    "--namespace", "-n", "namespaces", multiple=True, help="Watch this namespace (repeatable)."
-)
-@click.option("--all-namespaces", "-A", is_flag=True, help="Watch every namespace.")
-@click.option(
-    "--selector",
-    "-l",
-    default=None,
-    help="Handle only grants with these labels (key=value,...): one shard per replica set. "
-    "Overrides LUCIDGRANT_SELECTOR.",
-)
-@click.option(
-    "--log-format",
-    type=click.Choice(FORMATS),
-    default="text",
-    show_default=True,
-    help="text for people; json for one JSON object a line (time, level, logger, message).",
-)
-@click.option("--verbose", "-v", is_flag=True, help="Log debug messages, and every watch event.")
-def run(
-    namespaces: tuple[str, ...],
-    all_namespaces: bool,
-    selector: str | None,
-    log_format: str,
-    verbose: bool,
-) -> None:
-    """Run the operator. In a pod it uses the in-cluster configuration; elsewhere KUBECONFIG (or
-    ~/.kube/config). It stops at once, with one line saying why, when that configuration, a
-    setting or the HTTP port is unusable."""
-    run_operator(namespaces, all_namespaces, selector, log_format, verbose)
+cli.add_command(run)
 
 
 @cli.command(name="demo")

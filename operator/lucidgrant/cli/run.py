@@ -12,8 +12,8 @@ from dataclasses import replace
 import click
 
 from lucidgrant import __version__
-from lucidgrant.cli.common import fail
-from lucidgrant.cli.logs import configure_logging
+from lucidgrant.cli.common import Command, fail
+from lucidgrant.cli.logs import FORMATS, configure_logging
 from lucidgrant.config import ENVIRONMENT, Settings, SettingsError, parse_selector
 from lucidgrant.kube import KubeConfigError, load_configuration
 
@@ -61,13 +61,36 @@ def summary(settings: Settings, namespaces: tuple[str, ...]) -> str:
     )
 
 
-def run_operator(
+@click.command(cls=Command, epilog=environment_help())
+@click.option(
+    "--namespace", "-n", "namespaces", multiple=True, help="Watch this namespace (repeatable)."
+)
+@click.option("--all-namespaces", "-A", is_flag=True, help="Watch every namespace.")
+@click.option(
+    "--selector",
+    "-l",
+    default=None,
+    help="Handle only grants with these labels (key=value,...): one shard per replica set. "
+    "Overrides LUCIDGRANT_SELECTOR.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(FORMATS),
+    default="text",
+    show_default=True,
+    help="text for people; json for one JSON object a line (time, level, logger, message).",
+)
+@click.option("--verbose", "-v", is_flag=True, help="Log debug messages, and every watch event.")
+def run(
     namespaces: tuple[str, ...],
     all_namespaces: bool,
     selector: str | None,
     log_format: str,
     verbose: bool,
 ) -> None:
+    """Run the operator. In a pod it uses the in-cluster configuration; elsewhere KUBECONFIG (or
+    ~/.kube/config). It stops at once, with one line saying why, when that configuration, a
+    setting or the HTTP port is unusable."""
     if bool(namespaces) == all_namespaces:
         raise click.UsageError("give --namespace (one or more) or --all-namespaces")
     try:
