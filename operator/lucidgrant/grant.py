@@ -157,6 +157,26 @@ def _scopes(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _refresh_before(text: Any) -> float:
+    path = "spec.refreshBefore"
+    try:
+        before = parse_duration(text) if isinstance(text, str) else None
+    except ValueError:
+        before = None
+    if before is None:
+        raise SpecError(
+            path, f"Invalid value: {text!r}: must be a duration such as 10m, 90s or 1h30m"
+        )
+    if before <= 0:
+        raise SpecError(
+            path,
+            f"Invalid value: {text!r}: must be above zero: the operator refreshes when the "
+            "access token has less than this left, so zero would let every token expire "
+            "before its refresh; use e.g. 10m",
+        )
+    return before
+
+
 def parse_spec(spec: Any) -> GrantSpec:
     """Validate and default a LucidGrant spec; raise SpecError naming the first bad field."""
     obj = _obj(spec, "spec")
@@ -203,13 +223,7 @@ def parse_spec(spec: Any) -> GrantSpec:
         raise SpecError(
             "spec.redirectUri", "Required value: needed to exchange an authorization code"
         )
-    before_text = obj.get("refreshBefore", "10m")
-    try:
-        before = parse_duration(before_text) if isinstance(before_text, str) else -1.0
-    except ValueError:
-        before = -1.0
-    if before <= 0:
-        raise SpecError("spec.refreshBefore", f"Invalid value: {before_text!r}: use e.g. 10m")
+    before = _refresh_before(obj.get("refreshBefore", "10m"))
     suspend = obj.get("suspend", False)
     if not isinstance(suspend, bool):
         raise SpecError("spec.suspend", "Invalid value: must be a boolean")

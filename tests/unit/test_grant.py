@@ -73,3 +73,18 @@ def test_durations():
     assert parse_duration("250ms") == 0.25
     with pytest.raises(ValueError):
         parse_duration("10")
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("0s", "'0s': must be above zero: the operator refreshes when the access token has"),
+        ("0m0s", "use e.g. 10m"),
+        (600, "600: must be a duration such as 10m, 90s or 1h30m"),
+        ("10 minutes", "'10 minutes': must be a duration"),
+    ],
+)
+def test_refresh_before_says_why_and_what_to_write(value, says):
+    with pytest.raises(SpecError) as caught:
+        parse_spec(spec(refreshBefore=value))
+    assert caught.value.path == "spec.refreshBefore" and says in str(caught.value)

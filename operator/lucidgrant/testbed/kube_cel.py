@@ -1,6 +1,7 @@
 """A tiny evaluator for the subset of CEL that `x-kubernetes-validations` rules use here.
 
 Supported: `self`, field selection (`self.a.b`), `has(self.a)`, `size(x)` and `x.size()`,
+`x.matches(re)` (RE2 search; the patterns used here mean the same in Python's re),
 string / int / float / bool / null literals, `== != < <= > >=`, `! && ||` and parentheses.
 Anything else fails to compile; the caller skips such a rule rather than guess.
 """
@@ -75,6 +76,16 @@ def _size(arg: Evaluator) -> Evaluator:
         return len(value)
 
     return size
+
+
+def _matches(base: Evaluator, pattern: Evaluator) -> Evaluator:
+    def matches(self: Any) -> bool:
+        value, regex = base(self), pattern(self)
+        if not isinstance(value, str) or not isinstance(regex, str):
+            raise CelEvalError(f"matches() of unsupported values {value!r}, {regex!r}")
+        return re.search(regex, value) is not None
+
+    return matches
 
 
 def _bool(value: Any) -> bool:
@@ -156,6 +167,11 @@ class _Parser:
                 self.take("(")
                 self.take(")")
                 base = _size(base)
+            elif name == "matches" and self.peek() == "(":
+                self.take("(")
+                pattern = self.or_()
+                self.take(")")
+                base = _matches(base, pattern)
             else:
                 base = _select(base, name)
         return base
