@@ -2,19 +2,11 @@
 
 `GET /authorize/{namespace}/{name}` sends a person to Lucid's consent page for that grant;
 `GET /callback` takes Lucid's answer, exchanges the code with the grant's client credentials and
-hands the new grant to the engine, which stores it under the same lock as a refresh.
+hands the new grant to the operator, which stores it under the same lock as a refresh. The
+signed `state` that carries the grant through Lucid and back is authstate.py's.
 
-`state` carries the grant's identity through Lucid and back. It is
-`v1.<payload>.<signature>`: the payload is URL-safe base64 of JSON with the namespace, name,
-UID, generation, expiry and a random nonce, and the signature is HMAC-SHA256 over
-`v1.<payload>` with a key that only the operator holds. A state is accepted once (its nonce is
-remembered until it expires), only before it expires (10 minutes by default), and only while
-the grant is the same object (UID) with the same spec (generation) as when the link was made.
-
-The HMAC key comes from LUCIDGRANT_STATE_KEY (at least 32 characters) when set, otherwise from
-the Secret `lucidgrant-state-key` (key `key`) in the operator's namespace, which the operator
-creates with 32 random bytes on first use. Every replica reads the same Secret, so a state made
-by one is verified by any other.
+The flow sees the operator through `FlowHost`, five calls, not the whole runtime: tests can
+host it with fakes, and the web modules import nothing of the runtime.
 
 Nothing from a request reaches a page unescaped, and the only redirect goes to the configured
 Lucid app URL: no request value chooses where a browser is sent."""
@@ -22,43 +14,30 @@ Lucid app URL: no request value chooses where a browser is sent."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hashlib
-import hmac
 import html
-import json
 import logging
-import os
-import secrets
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Iterable
+from typing import Literal, Protocol
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
+from lucidgrant.authstate import DEFAULT_STATE_TTL, StateError, StateSigner
+from lucidgrant.cache import GrantRecord, Key
 from lucidgrant.grant import GrantSpec
-from lucidgrant.kube import ConflictError, KubeError
-from lucidgrant.lucid import ClientRejectedError, InvalidGrantError, LucidError
-from lucidgrant.names import LABEL_APP, LABEL_ROLE, REAUTH, ROLE_KEY, secret_path
+from lucidgrant.kube import KubeError
+from lucidgrant.lucid import (
+    ClientCredentials,
+    ClientRejectedError,
+    InvalidGrantError,
+    LucidError,
+    TokenSet,
+)
+from lucidgrant.names import REAUTH
 from lucidgrant.status import condition_of
 from lucidgrant.store import LockBusyError
 
-if TYPE_CHECKING:
-    from lucidgrant.runtime import Runtime
-
 log = logging.getLogger(__name__)
-
-STATE_KEY_SECRET = "lucidgrant-state-key"
-STATE_KEY_FIELD = "key"
-STATE_KEY_ENV = "LUCIDGRANT_STATE_KEY"
-STATE_TTL_ENV = "LUCIDGRANT_STATE_TTL"
-DEFAULT_STATE_TTL = 600.0
-MIN_KEY_BYTES = 32
-MAX_STATE_LENGTH = 1024
-_VERSION = "v1"
 
 
 def authorize_url(
@@ -83,132 +62,6 @@ def authorize_url(
         quote_via=quote,
     )
     return f"{app_url.rstrip('/')}{path}?{query}"
-
-
-# -- state ---------------------------------------------------------------------------------
-
-
-class StateError(Exception):
-    """A state that must be refused; the message is fixed text, safe to show."""
-
-
-@dataclass(frozen=True)
-class StateClaims:
-    namespace: str
-    name: str
-    uid: str
-    generation: int
-    expires_at: float
-    nonce: str
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-class StateSigner:
-    """Issues and checks signed, expiring, single-use `state` values."""
-
-    def __init__(
-        self, key: bytes, ttl: float = DEFAULT_STATE_TTL, clock: Callable[[], float] = time.time
-    ) -> None:
-        if len(key) < MIN_KEY_BYTES:
-            raise ValueError(f"the state key must have at least {MIN_KEY_BYTES} bytes")
-        self._key = key
-        self.ttl = ttl
-        self.clock = clock
-        self._used: dict[str, float] = {}  # nonce -> expiry
-
-    def __repr__(self) -> str:
-        return "StateSigner(<key redacted>)"
-
-    def _sign(self, signed_part: str) -> str:
-        return _b64(hmac.new(self._key, signed_part.encode(), hashlib.sha256).digest())
-
-    def issue(self, namespace: str, name: str, uid: str, generation: int) -> str:
-        payload = {
-            "ns": namespace,
-            "n": name,
-            "uid": uid,
-            "g": generation,
-            "exp": round(self.clock() + self.ttl, 3),
-            "nonce": secrets.token_urlsafe(16),
-        }
-        body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
-        signed_part = f"{_VERSION}.{body}"
-        return f"{signed_part}.{self._sign(signed_part)}"
-
-    def verify(self, state: str) -> StateClaims:
-        """Check the signature and the expiry (not the single use: see `consume`)."""
-        parts = state.split(".")
-        if len(state) > MAX_STATE_LENGTH or len(parts) != 3 or parts[0] != _VERSION:
-            raise StateError("The state parameter is malformed.")
-        signed_part = f"{parts[0]}.{parts[1]}"
-        if not hmac.compare_digest(self._sign(signed_part).encode(), parts[2].encode()):
-            raise StateError("The state parameter is not signed by this operator.")
-        try:
-            payload = json.loads(_unb64(parts[1]))
-            claims = StateClaims(
-                namespace=str(payload["ns"]),
-                name=str(payload["n"]),
-                uid=str(payload["uid"]),
-                generation=int(payload["g"]),
-                expires_at=float(payload["exp"]),
-                nonce=str(payload["nonce"]),
-            )
-        except (ValueError, KeyError, TypeError, binascii.Error):
-            raise StateError("The state parameter is malformed.") from None
-        if self.clock() >= claims.expires_at:
-            raise StateError("This authorization link has expired.")
-        return claims
-
-    def consume(self, claims: StateClaims) -> None:
-        """Mark the state used; refuse one used before. Nonces are kept until they expire."""
-        now = self.clock()
-        for nonce, expires in list(self._used.items()):
-            if expires <= now:
-                del self._used[nonce]
-        if claims.nonce in self._used:
-            raise StateError("This authorization link has already been used.")
-        self._used[claims.nonce] = claims.expires_at
-
-
-async def load_state_key(runtime: Runtime) -> bytes:
-    """The HMAC key: LUCIDGRANT_STATE_KEY, else the operator's Secret (created if absent)."""
-    from_env = os.environ.get(STATE_KEY_ENV)
-    if from_env:
-        return from_env.encode()
-    namespace = runtime.settings.pod_namespace
-    path = secret_path(namespace)
-    for _ in range(3):
-        secret = await runtime.kube.get(secret_path(namespace, STATE_KEY_SECRET))
-        if secret is not None:
-            encoded = (secret.get("data") or {}).get(STATE_KEY_FIELD) or ""
-            try:
-                return base64.b64decode(encoded, validate=True)
-            except (ValueError, binascii.Error):
-                raise ValueError(f"Secret {STATE_KEY_SECRET} holds no valid key") from None
-        body = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "type": "Opaque",
-            "metadata": {
-                "name": STATE_KEY_SECRET,
-                "namespace": namespace,
-                "labels": {LABEL_APP: "lucidgrant", LABEL_ROLE: ROLE_KEY},
-            },
-            "data": {STATE_KEY_FIELD: base64.b64encode(os.urandom(32)).decode()},
-        }
-        try:
-            await runtime.kube.create(path, body)
-            log.info("created the state key Secret %s/%s", namespace, STATE_KEY_SECRET)
-        except ConflictError:
-            pass  # another replica made it first: read theirs
-    raise ValueError(f"Secret {STATE_KEY_SECRET} could not be read or created")
 
 
 # -- pages -----------------------------------------------------------------------------------
@@ -256,23 +109,41 @@ def _clip(value: str, limit: int = 200) -> str:
 # -- the flow ----------------------------------------------------------------------------------
 
 
+class FlowHost(Protocol):
+    """What the flow needs from the operator, and no more."""
+
+    def grant(self, key: Key) -> GrantRecord | None:
+        """The grant as the operator's cache has it."""
+
+    async def client_credentials(self, key: Key) -> ClientCredentials | None: ...
+
+    async def exchange_code(
+        self, creds: ClientCredentials, code: str, redirect_uri: str
+    ) -> TokenSet: ...
+
+    async def authorized(self, key: Key, tokens: TokenSet) -> None:
+        """Store the new grant under the refresh lock and wake the grant; raises KeyError,
+        LockBusyError, KubeError or OSError when it could not be stored."""
+
+    async def state_key(self) -> bytes:
+        """The HMAC key of `state` (authstate.load_state_key)."""
+
+
 class AuthFlow:
-    def __init__(self, runtime: Runtime, ttl: float | None = None) -> None:
-        self.runtime = runtime
-        self.ttl = ttl if ttl is not None else float(os.environ.get(STATE_TTL_ENV) or 0) or None
+    def __init__(
+        self, host: FlowHost, external_url: str, lucid_app_url: str, ttl: float | None = None
+    ) -> None:
+        self.host = host
+        self.redirect_uri = f"{external_url.rstrip('/')}/callback"
+        self.lucid_app_url = lucid_app_url
+        self.ttl = ttl or DEFAULT_STATE_TTL
         self._signer: StateSigner | None = None
         self._lock = asyncio.Lock()
-
-    @property
-    def redirect_uri(self) -> str:
-        external = self.runtime.settings.external_url or ""
-        return f"{external.rstrip('/')}/callback"
 
     async def signer(self) -> StateSigner:
         async with self._lock:
             if self._signer is None:
-                key = await load_state_key(self.runtime)
-                self._signer = StateSigner(key, self.ttl or DEFAULT_STATE_TTL)
+                self._signer = StateSigner(await self.host.state_key(), self.ttl)
             return self._signer
 
     async def _signer_or_page(self) -> StateSigner | web.Response:
@@ -290,7 +161,7 @@ class AuthFlow:
         namespace = request.match_info["namespace"]
         name = request.match_info["name"]
         label = f"{namespace}/{name}"
-        record = self.runtime.cache.grants.get((namespace, name))
+        record = self.host.grant((namespace, name))
         if record is None or record.body["metadata"].get("deletionTimestamp"):
             return page(404, "No such grant", f"This operator knows no LucidGrant {label}.")
         spec = record.spec()
@@ -305,7 +176,7 @@ class AuthFlow:
                 "To replace a working grant on purpose, run "
                 f"kubectl lucidgrant authorize {name} -n {namespace}.",
             )
-        creds = await self.runtime.engine.client_credentials((namespace, name))
+        creds = await self.host.client_credentials((namespace, name))
         if creds is None:
             return page(
                 409,
@@ -317,7 +188,7 @@ class AuthFlow:
             return signer
         state = signer.issue(namespace, name, record.uid, record.generation)
         location = authorize_url(
-            self.runtime.settings.lucid_app_url,
+            self.lucid_app_url,
             spec.token_kind,
             creds.client_id,
             self.redirect_uri,
@@ -352,7 +223,7 @@ class AuthFlow:
             return _refused(400, "Lucid sent no authorization code.")
         key = (claims.namespace, claims.name)
         label = f"{claims.namespace}/{claims.name}"
-        record = self.runtime.cache.grants.get(key)
+        record = self.host.grant(key)
         if record is None or record.body["metadata"].get("deletionTimestamp"):
             return _refused(400, f"LucidGrant {label} no longer exists.")
         if record.uid != claims.uid:
@@ -363,7 +234,7 @@ class AuthFlow:
             return _refused(
                 400, f"The spec of LucidGrant {label} changed since this link was made."
             )
-        creds = await self.runtime.engine.client_credentials(key)
+        creds = await self.host.client_credentials(key)
         if creds is None:
             return _refused(400, f"The client Secret of LucidGrant {label} is missing or empty.")
         try:
@@ -371,7 +242,7 @@ class AuthFlow:
         except StateError as exc:
             return _refused(400, str(exc))
         try:
-            tokens = await self.runtime.lucid.exchange_code(creds, code, self.redirect_uri)
+            tokens = await self.host.exchange_code(creds, code, self.redirect_uri)
         except InvalidGrantError:
             return _refused(400, "Lucid refused the authorization code (expired or used).")
         except ClientRejectedError:
@@ -381,7 +252,7 @@ class AuthFlow:
             log.warning("grant %s: code exchange failed: %s", label, exc)
             return _refused(502, "Lucid failed to answer the code exchange. Try again shortly.")
         try:
-            await self.runtime.engine.adopt_tokens(key, tokens)
+            await self.host.authorized(key, tokens)
         except (KeyError, LockBusyError, KubeError, OSError) as exc:
             log.error("grant %s: the new grant could not be stored: %s", label, type(exc).__name__)
             return page(
@@ -390,7 +261,6 @@ class AuthFlow:
                 "Lucid granted access, but the operator could not store the grant.",
                 "Start again from the grant's authorization link.",
             )
-        self.runtime.queue.wake(key)
         log.info("grant %s: authorized through the web flow", label)
         return page(
             200,
@@ -400,9 +270,7 @@ class AuthFlow:
         )
 
 
-def add_routes(app: web.Application, runtime: Runtime, **options: Any) -> AuthFlow:
-    """Serve the flow on the operator's web app (called when external_url is set)."""
-    flow = AuthFlow(runtime, **options)
+def add_routes(app: web.Application, flow: AuthFlow) -> None:
+    """Serve the flow on the operator's web app (when external_url is set)."""
     app.router.add_get("/authorize/{namespace}/{name}", flow.authorize)
     app.router.add_get("/callback", flow.callback)
-    return flow

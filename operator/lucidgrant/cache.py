@@ -8,11 +8,12 @@ from __future__ import annotations
 import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lucidgrant.grant import GrantSpec, SpecError, parse_spec
-from lucidgrant.names import state_secret_name
+from lucidgrant.kube import KubeClient
+from lucidgrant.names import secret_path, state_secret_name
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -59,14 +60,29 @@ def newer(candidate: Mapping[str, Any], current: Mapping[str, Any] | None) -> bo
     return current is None or _rv(candidate) >= _rv(current) or _rv(candidate) == 0
 
 
-@dataclass(slots=True)
-class GrantRecord:
-    body: dict[str, Any]
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What the operator learned about a grant that is stored nowhere else: consecutive failed
+    refreshes, when to retry, the last error (for status), and the client Secret version Lucid
+    rejected (so that the same credentials are not tried again, and a change is tried at once).
+    Lost on restart on purpose: a restart retries at once."""
+
     failures: int = 0
     retry_at: float | None = None
     last_error: str | None = None
     client_rejected_rv: str | None = None
-    refresh_now_seen: bool = False
+
+    def after_success(self) -> Facts:
+        return replace(self, failures=0, retry_at=None, last_error=None)
+
+
+@dataclass(slots=True)
+class GrantRecord:
+    """A grant as the cache holds it: the latest object (the watch and our writes replace
+    `body`) and the facts, replaced as a whole at the end of each reconcile."""
+
+    body: dict[str, Any]
+    facts: Facts = field(default_factory=Facts)
     jitter: float = 0.0
     spec_cache: tuple[int, GrantSpec | SpecError] | None = None
 
@@ -167,3 +183,25 @@ class Cache:
         if key in self.secrets:
             return True, self.secrets[key]
         return False, None
+
+
+class SecretReader:
+    """Secrets through the cache: the API server is asked only the first time one matters,
+    after that the watch (and the answers of our own writes) keep the cache current."""
+
+    def __init__(self, cache: Cache, kube: KubeClient) -> None:
+        self.cache = cache
+        self.kube = kube
+
+    async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        key = (namespace, name)
+        known, secret = self.cache.secret(key)
+        if known:
+            return secret
+        fetched = await self.kube.get(secret_path(namespace, name))
+        if fetched is None:
+            self.cache.secrets[key] = None
+            return None
+        self.cache.observe_secret(fetched)
+        # The watch may have brought a newer version while we read.
+        return self.cache.secret(key)[1] or fetched

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from lucidgrant.authstate import DEFAULT_STATE_TTL
 from lucidgrant.lucid import DEFAULT_API_URL, DEFAULT_APP_URL, DEFAULT_DEADLINE, MIN_EXPIRES_IN
 
 
@@ -33,6 +34,8 @@ class Settings:
     min_token_lifetime: float = MIN_EXPIRES_IN
     shutdown_grace: float = 25.0
     external_url: str | None = None
+    # How long an authorization link of the web flow stays valid (authstate.StateSigner).
+    state_ttl: float = DEFAULT_STATE_TTL
     pod_namespace: str = "lucidgrant-system"
     leader_election: bool = False
     lease_name: str = "lucidgrant-leader"
@@ -158,6 +161,6 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
            parse_selector),
     EnvVar("LUCIDGRANT_EXTERNAL_URL", "external_url", "public URL of the web authorization flow"),
     EnvVar("LUCIDGRANT_STATE_KEY", None, "HMAC key of the web flow's state (32+ characters)"),
-    EnvVar("LUCIDGRANT_STATE_TTL", None, "seconds a web-flow link stays valid",
-           shown_default="600"),
+    EnvVar("LUCIDGRANT_STATE_TTL", "state_ttl", "seconds a web-flow link stays valid",
+           _seconds),
 )  # fmt: skip

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import aiohttp
@@ -92,7 +92,25 @@ async def load_configuration(
     return configuration
 
 
+class KubeClient(Protocol):
+    """The handful of calls the refresh path makes: what `Kube` offers, and what the in-process
+    tests fake. `get` answers None for a missing object; writes raise KubeError (ConflictError on
+    a stale resourceVersion or an existing name), and every call may raise OSError."""
+
+    async def get(self, path: str) -> dict[str, Any] | None: ...
+
+    async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def patch(
+        self, path: str, patch: Any, *, content_type: str = MERGE_PATCH
+    ) -> dict[str, Any]: ...
+
+    async def delete(self, path: str) -> None: ...
+
+
 class Kube:
+    """The real client (`KubeClient` plus `request` for the leader election's PUT)."""
+
     def __init__(self, api: kclient.ApiClient) -> None:
         self.api = api
 

@@ -1,5 +1,8 @@
-"""Everything one operator process holds: clients, cache, engine, work queue and web server,
-built at start-up and closed at shutdown. The kopf handlers only feed it events."""
+"""Everything one operator process holds: clients, cache, reconciler, work queue and web
+server, built at start-up and closed at shutdown. The kopf handlers only feed it events.
+
+It is also what the web modules see of the operator, through their narrow protocols:
+`authflow.FlowHost` and `web.Probes`."""
 
 from __future__ import annotations
 
@@ -11,17 +14,21 @@ from typing import Any
 
 import httpx
 from aiohttp import web
+from prometheus_client import generate_latest
 
-from lucidgrant.cache import Cache, key_of
+from lucidgrant.authflow import AuthFlow
+from lucidgrant.authstate import load_state_key
+from lucidgrant.cache import Cache, GrantRecord, Key, SecretReader, key_of
 from lucidgrant.config import Settings
-from lucidgrant.engine import Engine
 from lucidgrant.grant import GrantSpec
 from lucidgrant.kube import Kube
 from lucidgrant.leader import LeaderElector
-from lucidgrant.lucid import LucidClient
+from lucidgrant.lucid import ClientCredentials, LucidClient, TokenSet
 from lucidgrant.metrics import Metrics
 from lucidgrant.names import READY, REAUTH
+from lucidgrant.reconcile import Reconciler
 from lucidgrant.status import condition_of
+from lucidgrant.store import StateStore
 from lucidgrant.web import make_app
 from lucidgrant.workqueue import WorkQueue
 
@@ -46,15 +53,26 @@ class Runtime:
             deadline=settings.lucid_timeout,
             min_expires_in=settings.min_token_lifetime,
         )
-        self.engine = Engine(
+        secrets = SecretReader(self.cache, kube)
+        store = StateStore(
+            secrets,
+            settings.identity,
+            on_store_failure=self.metrics.refreshes.labels("store_error").inc,
+        )
+        self.reconciler = Reconciler(
             kube,
             self.lucid,
-            self.cache,
+            secrets,
+            store,
             self.metrics,
-            holder=settings.identity,
             authorization_url=self.authorization_url,
         )
-        self.queue = WorkQueue(self.engine.reconcile, concurrency=settings.concurrency)
+        self.queue = WorkQueue(self.reconciler.reconcile, concurrency=settings.concurrency)
+        self.flow = (
+            AuthFlow(self, settings.external_url, settings.lucid_app_url, settings.state_ttl)
+            if settings.external_url
+            else None
+        )
         self.started = False
         self._tasks: list[asyncio.Task[Any]] = []
         self._web: web.AppRunner | None = None
@@ -72,7 +90,7 @@ class Runtime:
         self.metrics.leader.set(0 if self.elector else 1)
 
     async def start(self) -> None:
-        self._web = web.AppRunner(make_app(self), access_log=None)
+        self._web = web.AppRunner(make_app(self, self.flow), access_log=None)
         await self._web.setup()
         await web.TCPSite(self._web, self.settings.http_host, self.settings.http_port).start()
         self._tasks.append(asyncio.create_task(self.queue.run(), name="work queue"))
@@ -135,7 +153,27 @@ class Runtime:
                 if key in self.cache.grants:
                     self.queue.wake(key)
 
-    # -- health and gauges ----------------------------------------------------------------------
+    # -- what the web flow sees (authflow.FlowHost) -------------------------------------------
+
+    def grant(self, key: Key) -> GrantRecord | None:
+        return self.cache.grants.get(key)
+
+    async def client_credentials(self, key: Key) -> ClientCredentials | None:
+        return await self.reconciler.client_credentials(key)
+
+    async def exchange_code(
+        self, creds: ClientCredentials, code: str, redirect_uri: str
+    ) -> TokenSet:
+        return await self.lucid.exchange_code(creds, code, redirect_uri)
+
+    async def authorized(self, key: Key, tokens: TokenSet) -> None:
+        await self.reconciler.authorized(key, tokens)
+        self.queue.wake(key)
+
+    async def state_key(self) -> bytes:
+        return await load_state_key(self.kube, self.settings.pod_namespace)
+
+    # -- what the probes see (web.Probes) -------------------------------------------------------
 
     def stalled_for(self, now: float) -> float:
         """Seconds since the work queue last finished anything, if work is overdue; else 0."""
@@ -144,7 +182,11 @@ class Runtime:
             return 0.0
         return now - self.queue.last_progress
 
-    def refresh_grant_counts(self) -> None:
+    def metrics_text(self) -> bytes:
+        self._count_grants()
+        return bytes(generate_latest(self.metrics.registry))
+
+    def _count_grants(self) -> None:
         counts: Counter[str] = Counter()
         for record in self.cache.grants.values():
             status = record.body.get("status") or {}

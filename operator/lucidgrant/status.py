@@ -50,29 +50,35 @@ def condition_of(status: Mapping[str, Any] | None, type_: str) -> Mapping[str, A
     return None
 
 
-def awaiting_authorization(spec: GrantSpec) -> tuple[str, str]:
+def awaiting_authorization(spec: GrantSpec) -> tuple[Reason, str]:
     """ReauthorizationRequired's reason and message for a grant never authorized."""
     ref = spec.bootstrap_ref
     what = "code" if spec.code_ref else "refresh token"
     where = (
         f"put a {what} in Secret {ref.name!r} key {ref.key!r}" if ref else "set spec.authorization"
     )
-    return ("AwaitingAuthorization", f"No grant yet: authorize the Lucid app once, then {where}.")
+    return (
+        Reason.AWAITING_AUTHORIZATION,
+        f"No grant yet: authorize the Lucid app once, then {where}.",
+    )
 
 
 _DEAD = {
-    "InvalidGrant": "Lucid refused the refresh token (revoked, or rotated away)",
-    "RefreshTokenExpired": "The refresh token expired",
-    "ScopesRejected": "Lucid refused the grant's scopes",
+    Reason.INVALID_GRANT: "Lucid refused the refresh token (revoked, or rotated away)",
+    Reason.REFRESH_TOKEN_EXPIRED: "The refresh token expired",
+    Reason.SCOPES_REJECTED: "Lucid refused the grant's scopes",
 }
 
 
-def dead_grant(reason: str, spec: GrantSpec) -> tuple[str, str]:
-    """ReauthorizationRequired's reason and message for a grant Lucid no longer honours."""
+def dead_grant(reason: str, spec: GrantSpec) -> tuple[Reason, str]:
+    """ReauthorizationRequired's reason and message for a grant Lucid no longer honours;
+    `reason` is as stored on the state Secret (an unknown one reads as InvalidGrant)."""
     ref = spec.bootstrap_ref
     how = f" and put the new value in Secret {ref.name!r} key {ref.key!r}" if ref else ""
-    text = _DEAD.get(reason, "The grant is no longer valid")
-    return (reason if reason in _DEAD else "InvalidGrant", f"{text}: authorize again{how}.")
+    known = Reason.of(reason)
+    if known is None or known not in _DEAD:
+        return (Reason.INVALID_GRANT, f"The grant is no longer valid: authorize again{how}.")
+    return (known, f"{_DEAD[known]}: authorize again{how}.")
 
 
 @dataclass(frozen=True)
@@ -90,8 +96,8 @@ class Outcome:
     user_id: str | None = None
     account_id: str | None = None
     consumer_written: bool = False
-    problem: tuple[str, str] | None = None
-    reauth: tuple[str, str] | None = None
+    problem: tuple[Reason, str] | None = None
+    reauth: tuple[Reason, str] | None = None
     next_refresh_at: float | None = None
     failures: int = 0
     suspended: bool = False
@@ -99,7 +105,7 @@ class Outcome:
 
     def ready(self, now: float) -> bool:
         # A dead grant's access token is revoked with it.
-        dead = self.reauth is not None and Reason(self.reauth[0]).fatal
+        dead = self.reauth is not None and self.reauth[0].fatal
         return (
             not dead
             and not self.suspended

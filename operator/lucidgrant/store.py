@@ -1,5 +1,5 @@
-"""Where tokens are stored: the operator-owned state Secret (the refresh token, the only copy
-that matters) and the consumer Secret that pods mount (the access token).
+"""Where the refresh token is stored: the operator-owned state Secret, the only copy that
+matters. (The access token's Secret for pods is consumer.py's.)
 
 The state Secret also carries the single-flight lock (annotations written with compare-and-swap
 on resourceVersion), so that at most one process refreshes a grant at any moment, and the
@@ -12,13 +12,14 @@ import asyncio
 import base64
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lucidgrant.grant import ConsumerSecret
-from lucidgrant.kube import ConflictError, Kube, KubeError, NotFoundError
-from lucidgrant.lucid import TokenSet
+from lucidgrant.cache import SecretReader
+from lucidgrant.grant import GrantSpec
+from lucidgrant.kube import ConflictError, KubeError, NotFoundError
+from lucidgrant.lucid import ClientCredentials, TokenSet
 from lucidgrant.names import (
     ANN_ACCESS_EXPIRES,
     ANN_ACCESS_LIFETIME,
@@ -41,12 +42,10 @@ from lucidgrant.names import (
     KIND,
     LABEL_GRANT,
     LABEL_ROLE,
-    ROLE_ACCESS_TOKEN,
     ROLE_STATE,
     secret_path,
     state_secret_name,
 )
-from lucidgrant.timing import rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +76,18 @@ def secret_value(secret: Mapping[str, Any] | None, key: str) -> str | None:
     if not secret:
         return None
     return unb64((secret.get("data") or {}).get(key))
+
+
+def client_credentials(
+    secret: Mapping[str, Any] | None, spec: GrantSpec
+) -> ClientCredentials | None:
+    """The grant's client credentials from its client Secret; None if absent or empty. The one
+    place they are read, for the refresh path, the web flow and the laptop command alike."""
+    client_id = secret_value(secret, spec.client_id_key)
+    client_secret = secret_value(secret, spec.client_secret_key)
+    if not client_id or not client_secret:
+        return None
+    return ClientCredentials(client_id, client_secret)
 
 
 def _float(value: str | None) -> float | None:
@@ -186,19 +197,39 @@ class LockBusyError(Exception):
 
 class StateStore:
     """Reads and writes state Secrets. Every write is a merge patch carrying the resourceVersion
-    it was based on, so that a concurrent writer shows up as a 409 instead of a lost update."""
+    it was based on, so that a concurrent writer shows up as a 409 instead of a lost update.
+    Every answer goes into the cache at once and comes back parsed."""
 
     def __init__(
-        self, kube: Kube, holder: str, on_store_failure: Callable[[], None] = lambda: None
+        self,
+        secrets: SecretReader,
+        holder: str,
+        on_store_failure: Callable[[], None] = lambda: None,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self.kube = kube
+        self.secrets = secrets
+        self.kube = secrets.kube
         self.holder = holder
         self.on_store_failure = on_store_failure
+        self.sleep = sleep
 
-    async def read(self, namespace: str, grant_name: str) -> dict[str, Any] | None:
-        return await self.kube.get(secret_path(namespace, state_secret_name(grant_name)))
+    def _remember(self, secret: Mapping[str, Any]) -> GrantState:
+        self.secrets.cache.observe_secret(secret)
+        return parse_state(secret)
 
-    async def create(self, grant: Mapping[str, Any]) -> dict[str, Any]:
+    async def read(self, namespace: str, grant_name: str) -> GrantState | None:
+        """The state Secret as the API server has it now (not the cache's copy)."""
+        secret = await self.kube.get(secret_path(namespace, state_secret_name(grant_name)))
+        return None if secret is None else self._remember(secret)
+
+    async def current(self, grant: Mapping[str, Any]) -> GrantState:
+        """The grant's state Secret through the cache, created (empty) if it does not exist."""
+        meta = grant["metadata"]
+        known = await self.secrets.get(meta["namespace"], state_secret_name(meta["name"]))
+        return await self.create(grant) if known is None else parse_state(known)
+
+    async def create(self, grant: Mapping[str, Any]) -> GrantState:
         meta = grant["metadata"]
         body = {
             "apiVersion": "v1",
@@ -213,23 +244,24 @@ class StateStore:
             "data": {},
         }
         try:
-            return await self.kube.create(secret_path(meta["namespace"]), body)
+            return self._remember(await self.kube.create(secret_path(meta["namespace"]), body))
         except ConflictError:
-            secret = await self.read(meta["namespace"], meta["name"])
-            if secret is None:
+            state = await self.read(meta["namespace"], meta["name"])
+            if state is None:
                 raise
-            return secret
+            return state
 
     async def _patch(
         self, namespace: str, grant_name: str, rv: str | None, patch: dict[str, Any]
-    ) -> dict[str, Any]:
+    ) -> GrantState:
         if rv is not None:
             patch.setdefault("metadata", {})["resourceVersion"] = rv
-        return await self.kube.patch(secret_path(namespace, state_secret_name(grant_name)), patch)
+        path = secret_path(namespace, state_secret_name(grant_name))
+        return self._remember(await self.kube.patch(path, patch))
 
     async def acquire_lock(
         self, namespace: str, grant_name: str, state: GrantState, now: float
-    ) -> dict[str, Any]:
+    ) -> GrantState:
         """Take the refresh lock with compare-and-swap; raise LockBusyError or ConflictError."""
         if state.locked_by_other(self.holder, now):
             raise LockBusyError(state.lock_until or now)
@@ -245,7 +277,7 @@ class StateStore:
 
     async def release_lock(
         self, namespace: str, grant_name: str, rv: str, extra: Mapping[str, str | None] = {}
-    ) -> dict[str, Any] | None:
+    ) -> GrantState | None:
         """Drop the lock (and write `extra` annotations). A conflict means someone else moved
         on; the lock then expires by itself."""
         ann: dict[str, str | None] = {ANN_LOCK_HOLDER: None, ANN_LOCK_UNTIL: None, **extra}
@@ -264,7 +296,7 @@ class StateStore:
         annotations: Mapping[str, str | None],
         *,
         retry_delay: float = 0.5,
-    ) -> dict[str, Any]:
+    ) -> GrantState:
         """Store a rotated refresh token; the first duty after Lucid answers. The answer
         holds the only live refresh token, so this retries until it succeeds, and on a
         conflict it re-reads and writes again: a newer token cannot exist elsewhere, since
@@ -294,75 +326,11 @@ class StateStore:
                     attempt,
                     exc if isinstance(exc, KubeError) else type(exc).__name__,
                 )
-                await asyncio.sleep(min(retry_delay * attempt, 5.0))
+                await self.sleep(min(retry_delay * attempt, 5.0))
 
     async def annotate(
         self, namespace: str, grant_name: str, rv: str | None, annotations: Mapping[str, str | None]
-    ) -> dict[str, Any]:
+    ) -> GrantState:
         return await self._patch(
             namespace, grant_name, rv, {"metadata": {"annotations": dict(annotations)}}
         )
-
-
-def consumer_conflict(secret: Mapping[str, Any], grant_uid: str) -> str | None:
-    """Why the operator must not write into an existing Secret, or None if it may: state
-    Secrets, and Secrets that another grant or another controller owns, are off limits."""
-    meta = secret.get("metadata") or {}
-    if (meta.get("labels") or {}).get(LABEL_ROLE) == ROLE_STATE:
-        return "it is a lucidgrant state Secret"
-    for ref in meta.get("ownerReferences") or []:
-        if ref.get("uid") == grant_uid:
-            continue
-        if ref.get("kind") == KIND or ref.get("controller"):
-            return f"it is owned by {ref.get('kind')} {ref.get('name')}"
-    return None
-
-
-def consumer_data(
-    consumer: ConsumerSecret, access_token: str, expires_at: float, token_type: str
-) -> dict[str, str]:
-    data = {
-        consumer.access_token_key: b64(access_token),
-        consumer.expires_at_key: b64(rfc3339(expires_at)),
-        consumer.token_type_key: b64(token_type),
-    }
-    if consumer.authorization_key:
-        data[consumer.authorization_key] = b64(f"Bearer {access_token}")
-    return data
-
-
-async def write_consumer(
-    kube: Kube,
-    grant: Mapping[str, Any],
-    consumer: ConsumerSecret,
-    existing: Mapping[str, Any] | None,
-    data: dict[str, str],
-) -> dict[str, Any]:
-    """Write the access token into the consumer Secret: create it (owned by the grant) if
-    absent, otherwise merge only our keys so that every other key is kept."""
-    meta = grant["metadata"]
-    namespace = meta["namespace"]
-    labels = {**consumer.labels, LABEL_GRANT: meta["name"], LABEL_ROLE: ROLE_ACCESS_TOKEN}
-    if existing is None:
-        body = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "type": "Opaque",
-            "metadata": {
-                "name": consumer.name,
-                "namespace": namespace,
-                "labels": labels,
-                "annotations": dict(consumer.annotations),
-                "ownerReferences": [owner_reference(grant)],
-            },
-            "data": data,
-        }
-        try:
-            return await kube.create(secret_path(namespace), body)
-        except ConflictError:
-            pass  # created meanwhile (by a person or a cache that lagged): merge into it
-    patch = {
-        "metadata": {"labels": labels, "annotations": dict(consumer.annotations)},
-        "data": data,
-    }
-    return await kube.patch(secret_path(namespace, consumer.name), patch)

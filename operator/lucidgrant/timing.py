@@ -4,8 +4,12 @@ an argument. The work queue (workqueue.py) acts on the times these rules compute
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+
+# How the code that waits is handed its way of waiting: tests pass one that does not.
+Sleep = Callable[[float], Awaitable[None]]
 
 # Share of the refresh margin used as jitter, so that grants created together spread out.
 JITTER_FRACTION = 0.1

@@ -1,5 +1,6 @@
 from typing import Any
 
+from lucidgrant.names import Reason
 from lucidgrant.status import Outcome, condition_of, desired_status, status_diff
 from lucidgrant.timing import rfc3339
 
@@ -26,7 +27,9 @@ def test_ready_when_token_valid_and_written():
 
 def test_outage_is_not_reauthorization():
     outage = Outcome(
-        access_expires_at=NOW - 5, consumer_written=True, problem=("ProviderUnavailable", "503")
+        access_expires_at=NOW - 5,
+        consumer_written=True,
+        problem=(Reason.PROVIDER_UNAVAILABLE, "503"),
     )
     st = status_for(outage)
     assert cond(st, "Ready")["reason"] == "ProviderUnavailable"
@@ -35,7 +38,7 @@ def test_outage_is_not_reauthorization():
 
 def test_reauth_shows_link():
     st = status_for(
-        Outcome(reauth=("InvalidGrant", "authorize again"), authorization_url="https://x/a")
+        Outcome(reauth=(Reason.INVALID_GRANT, "authorize again"), authorization_url="https://x/a")
     )
     assert cond(st, "ReauthorizationRequired")["status"] == "True"
     assert st["authorizationURL"] == "https://x/a"
@@ -52,7 +55,9 @@ def test_no_patch_when_nothing_changed_and_transition_time_kept():
 
 
 def test_patch_carries_only_changes_and_deletes():
-    before = status_for(Outcome(reauth=("InvalidGrant", "x"), authorization_url="https://x/a"))
+    before = status_for(
+        Outcome(reauth=(Reason.INVALID_GRANT, "x"), authorization_url="https://x/a")
+    )
     after = status_for(Outcome(access_expires_at=NOW + 100, consumer_written=True), before)
     patch = status_diff(before, after)
     assert patch is not None

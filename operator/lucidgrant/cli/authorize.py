@@ -57,7 +57,7 @@ from lucidgrant.names import (
     secret_path,
     state_secret_name,
 )
-from lucidgrant.store import secret_value
+from lucidgrant.store import client_credentials
 
 DEFAULT_PORT = 8765
 DEFAULT_TIMEOUT = 300.0
@@ -275,16 +275,16 @@ async def _credentials(
                 f"--client-id needs the client secret: --client-secret-file or {CLIENT_SECRET_ENV}"
             )
         return ClientCredentials(opts.client_id, opts.client_secret)
-    secret = await kube.get(secret_path(namespace, spec.client_secret_name))
-    client_id = secret_value(secret, spec.client_id_key)
-    client_secret = secret_value(secret, spec.client_secret_key)
-    if not client_id or not client_secret:
+    creds = client_credentials(
+        await kube.get(secret_path(namespace, spec.client_secret_name)), spec
+    )
+    if creds is None:
         raise AuthorizeError(
             f"the client Secret {spec.client_secret_name!r} is missing or lacks keys "
             f"{spec.client_id_key}/{spec.client_secret_key}; give --client-id and "
             f"--client-secret-file (or {CLIENT_SECRET_ENV})"
         )
-    return ClientCredentials(client_id, client_secret)
+    return creds
 
 
 async def _receive_code(url: str, receiver: LoopbackReceiver, opts: AuthorizeOptions) -> str:

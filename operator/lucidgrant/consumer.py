@@ -1,0 +1,157 @@
+"""The consumer Secret: the access token where pods mount it. Written after the state Secret,
+never before (a lost access token costs a refresh; a lost refresh token costs a person).
+
+The operator creates the Secret (owned by the grant) if absent, and otherwise merges only its
+own keys, so that keys a person keeps there survive. It refuses Secrets that are not its to
+write: state Secrets, and Secrets another grant or another controller owns."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from lucidgrant.cache import SecretReader
+from lucidgrant.grant import ConsumerSecret, GrantSpec
+from lucidgrant.kube import ConflictError, KubeClient
+from lucidgrant.names import (
+    ANN_CONSUMER,
+    KIND,
+    LABEL_GRANT,
+    LABEL_ROLE,
+    ROLE_ACCESS_TOKEN,
+    ROLE_STATE,
+    Reason,
+    secret_path,
+)
+from lucidgrant.store import GrantState, StateStore, b64, owner_reference
+from lucidgrant.timing import rfc3339
+
+
+def consumer_conflict(secret: Mapping[str, Any], grant_uid: str) -> str | None:
+    """Why the operator must not write into an existing Secret, or None if it may."""
+    meta = secret.get("metadata") or {}
+    if (meta.get("labels") or {}).get(LABEL_ROLE) == ROLE_STATE:
+        return "it is a lucidgrant state Secret"
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("uid") == grant_uid:
+            continue
+        if ref.get("kind") == KIND or ref.get("controller"):
+            return f"it is owned by {ref.get('kind')} {ref.get('name')}"
+    return None
+
+
+def consumer_data(
+    consumer: ConsumerSecret, access_token: str, expires_at: float, token_type: str
+) -> dict[str, str]:
+    data = {
+        consumer.access_token_key: b64(access_token),
+        consumer.expires_at_key: b64(rfc3339(expires_at)),
+        consumer.token_type_key: b64(token_type),
+    }
+    if consumer.authorization_key:
+        data[consumer.authorization_key] = b64(f"Bearer {access_token}")
+    return data
+
+
+@dataclass(frozen=True)
+class ConsumerResult:
+    """`written`: the Secret holds the stored access token. `problem`: why it cannot. `again`:
+    a write lost a race, run the grant again now. `state`: the state Secret, if it changed."""
+
+    written: bool = False
+    problem: tuple[Reason, str] | None = None
+    again: bool = False
+    state: GrantState | None = None
+
+
+class ConsumerSecrets:
+    def __init__(self, kube: KubeClient, secrets: SecretReader, store: StateStore) -> None:
+        self.kube = kube
+        self.secrets = secrets
+        self.store = store
+
+    async def sync(
+        self, grant: Mapping[str, Any], spec: GrantSpec, state: GrantState | None
+    ) -> ConsumerResult:
+        """Make the consumer Secret hold the stored access token (after a refresh, or when it
+        was deleted, renamed or tampered with); remove an old owned one after a rename."""
+        if state is None or not state.access_token or state.access_expires_at is None:
+            return ConsumerResult()
+        meta = grant["metadata"]
+        namespace, uid = meta["namespace"], str(meta.get("uid", ""))
+        consumer = spec.consumer
+        existing = await self.secrets.get(namespace, consumer.name)
+        if existing is not None and (why := consumer_conflict(existing, uid)):
+            return ConsumerResult(problem=_conflict(consumer.name, f"{why}. Name another Secret"))
+        data = consumer_data(
+            consumer, state.access_token, state.access_expires_at, state.token_type
+        )
+        current = (existing or {}).get("data") or {}
+        if existing is None or any(current.get(k) != v for k, v in data.items()):
+            try:
+                written = await self._write(grant, consumer, existing, data)
+            except ConflictError:
+                return ConsumerResult(again=True)
+            self.secrets.cache.observe_secret(written)
+            if why := consumer_conflict(written, uid):
+                # It appeared between our read and write, owned by someone else.
+                return ConsumerResult(problem=_conflict(consumer.name, why))
+        if state.consumer_name == consumer.name:
+            return ConsumerResult(written=True)
+        await self._forget(namespace, uid, state.consumer_name)
+        saved = await self.store.annotate(
+            namespace, meta["name"], None, {ANN_CONSUMER: consumer.name}
+        )
+        return ConsumerResult(written=True, state=saved)
+
+    async def _write(
+        self,
+        grant: Mapping[str, Any],
+        consumer: ConsumerSecret,
+        existing: Mapping[str, Any] | None,
+        data: dict[str, str],
+    ) -> dict[str, Any]:
+        """Create the Secret (owned by the grant) if absent, else merge only our keys."""
+        meta = grant["metadata"]
+        namespace = meta["namespace"]
+        labels = {**consumer.labels, LABEL_GRANT: meta["name"], LABEL_ROLE: ROLE_ACCESS_TOKEN}
+        if existing is None:
+            body = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "Opaque",
+                "metadata": {
+                    "name": consumer.name,
+                    "namespace": namespace,
+                    "labels": labels,
+                    "annotations": dict(consumer.annotations),
+                    "ownerReferences": [owner_reference(grant)],
+                },
+                "data": data,
+            }
+            try:
+                return await self.kube.create(secret_path(namespace), body)
+            except ConflictError:
+                pass  # created meanwhile (by a person or a cache that lagged): merge into it
+        patch = {
+            "metadata": {"labels": labels, "annotations": dict(consumer.annotations)},
+            "data": data,
+        }
+        return await self.kube.patch(secret_path(namespace, consumer.name), patch)
+
+    async def _forget(self, namespace: str, grant_uid: str, old: str | None) -> None:
+        """After a rename, delete the old Secret if this grant owns it."""
+        if not old:
+            return
+        secret = await self.secrets.get(namespace, old)
+        owned = any(
+            ref.get("uid") == grant_uid
+            for ref in (secret or {}).get("metadata", {}).get("ownerReferences") or []
+        )
+        if secret is not None and owned:
+            await self.kube.delete(secret_path(namespace, old))
+
+
+def _conflict(name: str, why: str) -> tuple[Reason, str]:
+    return (Reason.SECRET_CONFLICT, f"Secret {name!r} cannot be written: {why}.")

@@ -1,0 +1,330 @@
+"""What to do next with one grant: pure functions of an immutable snapshot, no I/O.
+
+`decide` runs a chain of policies, each `policy(snapshot) -> Decision | None`, in order; the
+first that answers wins (the shape of cert-manager's certificate trigger policies). The order
+is the priority: a grant being deleted is finalized whatever else is true, a broken spec is
+reported before any Secret is read, and so on down to "not due yet". `after_failure` decides
+what a failed refresh means, and `missing_scopes` whether the grant still covers its spec.
+
+Because everything here is a function of its arguments (the clock and the dice included), the
+tests drive every reason and transition in a table, without a cluster, Lucid or sleeping."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import Enum
+
+from lucidgrant import timing
+from lucidgrant.cache import Facts
+from lucidgrant.grant import OFFLINE_ACCESS, GrantSpec, SpecError
+from lucidgrant.lucid import (
+    ClientCredentials,
+    ClientRejectedError,
+    InvalidGrantError,
+    LucidError,
+    ScopesRejectedError,
+    TransientError,
+)
+from lucidgrant.names import (
+    ANN_BOOTSTRAP,
+    ANN_DEAD,
+    EVENT_AUTHORIZATION_REFUSED,
+    EVENT_REFRESH_FAILING,
+    Reason,
+)
+from lucidgrant.status import awaiting_authorization, dead_grant
+from lucidgrant.store import GrantState, digest
+
+# Without a stored lifetime, Lucid's documented one.
+DEFAULT_ACCESS_LIFETIME = 3600.0
+
+
+class Action(Enum):
+    FINALIZE = "finalize"  # the grant is being deleted: revoke if asked, drop the finalizer
+    REPORT = "report"  # only say why in status (invalid spec)
+    SUSPEND = "suspend"  # spec.suspend: status only, no refresh, no Secret writes
+    HOLD = "hold"  # the client Secret is unusable: keep the consumer Secret, wait for a change
+    ADOPT = "adopt"  # a new authorization arrived: exchange or refresh it under the lock
+    AWAIT_PERSON = "await-person"  # only a person can help: stop calling Lucid
+    REFRESH = "refresh"
+    WAIT = "wait"  # nothing due: come back at `at`
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What is known about one grant at one moment. Fields the decision before them made
+    unnecessary stay at their defaults (an invalid spec reads no Secret)."""
+
+    now: float
+    spec: GrantSpec | SpecError
+    facts: Facts = field(default_factory=Facts)
+    deleting: bool = False
+    refresh_now: bool = False
+    jitter: float = 0.0
+    state: GrantState | None = None
+    client: ClientCredentials | None = None
+    client_secret_found: bool = False
+    client_rv: str | None = None
+    bootstrap: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """`reason` and `message` are what status says about it (None: nothing to say yet)."""
+
+    action: Action
+    reason: Reason | None = None
+    message: str = ""
+    at: float | None = None
+
+
+Policy = Callable[[Snapshot], Decision | None]
+
+
+def _valid(snap: Snapshot) -> GrantSpec:
+    assert isinstance(snap.spec, GrantSpec), "policies after spec_invalid see a valid spec"
+    return snap.spec
+
+
+def being_deleted(snap: Snapshot) -> Decision | None:
+    return Decision(Action.FINALIZE) if snap.deleting else None
+
+
+def spec_invalid(snap: Snapshot) -> Decision | None:
+    if isinstance(snap.spec, SpecError):
+        return Decision(Action.REPORT, Reason.INVALID_SPEC, f"The spec is invalid: {snap.spec}")
+    return None
+
+
+def suspended(snap: Snapshot) -> Decision | None:
+    if _valid(snap).suspend:
+        return Decision(Action.SUSPEND, Reason.SUSPENDED, "spec.suspend is true: no refreshes.")
+    return None
+
+
+def client_missing(snap: Snapshot) -> Decision | None:
+    if snap.client is not None:
+        return None
+    spec = _valid(snap)
+    missing = (
+        f"keys {spec.client_id_key}/{spec.client_secret_key} in Secret"
+        if snap.client_secret_found
+        else "Secret"
+    )
+    message = f"The client {missing} {spec.client_secret_name!r} is missing or empty."
+    return Decision(Action.HOLD, Reason.MISSING_SECRET, message)
+
+
+def client_rejected(snap: Snapshot) -> Decision | None:
+    """Lucid refused these very credentials: wait for the client Secret to change."""
+    if snap.facts.client_rejected_rv is None or snap.facts.client_rejected_rv != snap.client_rv:
+        return None
+    message = (
+        f"Lucid rejected the client credentials in Secret {_valid(snap).client_secret_name!r}; "
+        "fix them there (the next change is tried at once)."
+    )
+    return Decision(Action.HOLD, Reason.CLIENT_REJECTED, message)
+
+
+def new_authorization(snap: Snapshot) -> Decision | None:
+    """A bootstrap value not adopted yet: the first authorization, or a person authorized again
+    (that also revives a dead grant)."""
+    assert snap.state is not None
+    if snap.bootstrap is not None and digest(snap.bootstrap) != snap.state.bootstrap_digest:
+        return Decision(Action.ADOPT)
+    return None
+
+
+def grant_dead(snap: Snapshot) -> Decision | None:
+    assert snap.state is not None
+    if snap.state.dead_reason:
+        reason, message = dead_grant(snap.state.dead_reason, _valid(snap))
+        return Decision(Action.AWAIT_PERSON, reason, message)
+    return None
+
+
+def never_authorized(snap: Snapshot) -> Decision | None:
+    assert snap.state is not None
+    if snap.state.refresh_token is None:
+        reason, message = awaiting_authorization(_valid(snap))
+        return Decision(Action.AWAIT_PERSON, reason, message)
+    return None
+
+
+def refresh_forced(snap: Snapshot) -> Decision | None:
+    return Decision(Action.REFRESH) if snap.refresh_now else None
+
+
+def refresh_due(snap: Snapshot) -> Decision | None:
+    """Due at the routine time, or at the retry time after a failure; until then, wait (and
+    keep saying that refreshing fails, if it does)."""
+    at = next_refresh_at(snap)
+    if snap.now >= at:
+        return Decision(Action.REFRESH)
+    if snap.facts.last_error:
+        return Decision(Action.WAIT, Reason.PROVIDER_UNAVAILABLE, snap.facts.last_error, at)
+    return Decision(Action.WAIT, at=at)
+
+
+POLICIES: tuple[Policy, ...] = (
+    being_deleted,
+    spec_invalid,
+    suspended,
+    client_missing,
+    client_rejected,
+    new_authorization,
+    grant_dead,
+    never_authorized,
+    refresh_forced,
+    refresh_due,
+)
+
+
+def decide(snap: Snapshot, policies: tuple[Policy, ...] = POLICIES) -> Decision:
+    for policy in policies:
+        decision = policy(snap)
+        if decision is not None:
+            return decision
+    raise AssertionError("refresh_due always answers")
+
+
+def facts_for(snap: Snapshot) -> Facts:
+    """The bookkeeping the reconcile starts from: a changed client Secret is tried at once."""
+    if snap.facts.client_rejected_rv not in (None, snap.client_rv):
+        return replace(snap.facts, client_rejected_rv=None)
+    return snap.facts
+
+
+# -- times ----------------------------------------------------------------------------------
+
+
+def routine_refresh_at(state: GrantState, spec: GrantSpec, jitter: float, now: float) -> float:
+    """When the stored access token wants refreshing (now, when there is none)."""
+    if state.access_expires_at is None or not state.access_token:
+        return now
+    lifetime = state.access_lifetime or DEFAULT_ACCESS_LIFETIME
+    return timing.refresh_due_at(state.access_expires_at, lifetime, spec.refresh_before, jitter)
+
+
+def next_refresh_at(snap: Snapshot) -> float:
+    assert snap.state is not None
+    if snap.facts.retry_at is not None:
+        return snap.facts.retry_at
+    return routine_refresh_at(snap.state, _valid(snap), snap.jitter, snap.now)
+
+
+def expiry_wake(state: GrantState | None, now: float) -> float | None:
+    """Wake when the access token expires, so that Ready turns false on time."""
+    if state and state.access_expires_at and state.access_expires_at > now:
+        return state.access_expires_at + 0.5
+    return None
+
+
+# -- after the work -------------------------------------------------------------------------
+
+
+def missing_scopes(spec: GrantSpec, state: GrantState) -> tuple[Reason, str] | None:
+    """ScopesChanged when the spec asks for scopes the stored grant lacks."""
+    if not state.refresh_token or state.dead_reason or not state.scopes:
+        return None
+    missing = set(spec.scopes) - set(state.scopes) - {OFFLINE_ACCESS}
+    if not missing:
+        return None
+    return (
+        Reason.SCOPES_CHANGED,
+        f"The grant lacks scopes {', '.join(sorted(missing))}: a refresh can never widen scopes, "
+        "so a person must authorize again.",
+    )
+
+
+class RotatedElsewhereError(LucidError):
+    """The stored refresh token changed under us: someone else refreshed; just run again."""
+
+    reason = "rotated_elsewhere"
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class AfterFailure:
+    """What a failed refresh means: the annotations to write as the lock is released, what
+    status says (a reason that needs a person goes to ReauthorizationRequired), when to try
+    again, the bookkeeping to keep, an event, and the refresh-result metric label."""
+
+    facts: Facts
+    release: Mapping[str, str | None] = field(default_factory=dict)
+    reason: Reason | None = None
+    message: str = ""
+    next_at: float | None = None
+    event: Event | None = None
+    metric: str | None = None
+
+
+def after_failure(
+    error: LucidError,
+    spec: GrantSpec,
+    state: GrantState,
+    facts: Facts,
+    *,
+    adopting: str | None,
+    client_rv: str | None,
+    now: float,
+    rand: float,
+) -> AfterFailure:
+    """`adopting` is the digest of the bootstrap value being adopted (None for a routine
+    refresh). One invalid_grant is not enough: the refresh path has confirmed it already."""
+    release: dict[str, str | None] = {}
+    if adopting is not None and not isinstance(error, TransientError | ClientRejectedError):
+        release[ANN_BOOTSTRAP] = adopting  # this bootstrap value is used up
+    if isinstance(error, RotatedElsewhereError):
+        return AfterFailure(facts, release, next_at=now)
+    if isinstance(error, InvalidGrantError | ScopesRejectedError):
+        reason = (
+            Reason.SCOPES_REJECTED
+            if isinstance(error, ScopesRejectedError)
+            else Reason.INVALID_GRANT
+        )
+        if adopting is not None and state.refresh_token and not state.dead_reason:
+            # A refused new authorization does not kill the grant we already hold.
+            message = "The new authorization was refused; the previous grant is kept."
+            event = Event("Warning", EVENT_AUTHORIZATION_REFUSED, message)
+            return AfterFailure(facts, release, reason, message, now, event, error.reason)
+        release[ANN_DEAD] = reason
+        reason, message = dead_grant(reason, spec)
+        return AfterFailure(facts, release, reason, message, metric=error.reason)
+    failures = facts.failures + 1
+    if isinstance(error, ClientRejectedError):
+        message = f"Lucid rejected the client credentials in Secret {spec.client_secret_name!r}."
+        return AfterFailure(
+            replace(facts, failures=failures, client_rejected_rv=client_rv),
+            release,
+            Reason.CLIENT_REJECTED,
+            message,
+            expiry_wake(state, now),
+            Event("Warning", Reason.CLIENT_REJECTED, message),
+            error.reason,
+        )
+    assert isinstance(error, TransientError)
+    last_error = f"{error} (attempt {failures}); retrying with backoff."
+    failing = Event("Warning", EVENT_REFRESH_FAILING, str(error)) if failures == 1 else None
+    facts = replace(facts, failures=failures, last_error=last_error)
+    if timing.refresh_token_exhausted(now, state.refresh_expires_at):
+        release[ANN_DEAD] = Reason.REFRESH_TOKEN_EXPIRED
+        reason, message = dead_grant(Reason.REFRESH_TOKEN_EXPIRED, spec)
+        return AfterFailure(facts, release, reason, message, None, failing, error.reason)
+    retry = timing.retry_at(now, failures, rand, error.retry_after, state.access_expires_at)
+    return AfterFailure(
+        replace(facts, retry_at=retry),
+        release,
+        Reason.PROVIDER_UNAVAILABLE,
+        last_error,
+        retry,
+        failing,
+        error.reason,
+    )

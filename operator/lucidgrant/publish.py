@@ -1,0 +1,122 @@
+"""What the world sees of a reconcile: the grant's status (only when it changed), the per-grant
+metrics, and Kubernetes Events on transitions and failures (never per routine refresh).
+
+Messages are built from fixed texts and names, never from tokens; the e2e tests scan every
+event and status for every token the Lucid emulator issued."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from lucidgrant.cache import Cache, GrantRecord
+from lucidgrant.kube import KubeClient, KubeError
+from lucidgrant.metrics import Metrics
+from lucidgrant.names import READY, REAUTH, events_path, grant_path
+from lucidgrant.status import Outcome, condition_of, desired_status, status_diff
+from lucidgrant.timing import rfc3339
+
+log = logging.getLogger(__name__)
+
+AuthorizationURL = Callable[[Mapping[str, Any]], str | None]
+
+
+class Publisher:
+    def __init__(
+        self,
+        kube: KubeClient,
+        cache: Cache,
+        metrics: Metrics,
+        clock: Callable[[], float],
+        authorization_url: AuthorizationURL = lambda grant: None,
+    ) -> None:
+        self.kube = kube
+        self.cache = cache
+        self.metrics = metrics
+        self.clock = clock
+        self.authorization_url = authorization_url
+
+    async def publish(self, key: tuple[str, str], record: GrantRecord, outcome: Outcome) -> bool:
+        """Set the metrics and, if it changed, write the status (with an event per changed
+        condition). True when a status was written."""
+        now = self.clock()
+        self.metrics.set_grant(
+            *key,
+            access_expires_at=outcome.access_expires_at,
+            refresh_expires_at=outcome.refresh_expires_at,
+            last_refresh_at=outcome.last_refresh_at,
+            ready=outcome.ready(now),
+            reauth_reason=outcome.reauth[0] if outcome.reauth else None,
+            failures=outcome.failures,
+            suspended=outcome.suspended,
+        )
+        current = record.body.get("status") or {}
+        desired = desired_status(outcome, current, record.generation, now, rfc3339)
+        patch = status_diff(current, desired)
+        if patch is None:
+            return False
+        await self._announce(record.body, current, desired, now)
+        body = await self.kube.patch(grant_path(*key, "status"), {"status": patch})
+        self.cache.observe_grant({**record.body, "status": body.get("status", desired)})
+        return True
+
+    async def _announce(
+        self,
+        grant: Mapping[str, Any],
+        current: Mapping[str, Any],
+        desired: Mapping[str, Any],
+        now: float,
+    ) -> None:
+        """An event when a condition changes its reason (transitions only)."""
+        reauth = condition_of(desired, REAUTH) or {}
+        url = self.authorization_url(grant) if reauth.get("status") == "True" else None
+        for type_ in (READY, REAUTH):
+            old = condition_of(current, type_)
+            new = condition_of(desired, type_)
+            if new is None or (
+                old and (old.get("status"), old.get("reason")) == (new["status"], new["reason"])
+            ):
+                continue
+            if type_ == READY and new["status"] == "True" and not old:
+                continue  # the first Ready is announced as Authorized
+            if type_ == REAUTH and new["status"] == "False":
+                continue
+            kind = "Normal" if (type_ == READY) == (new["status"] == "True") else "Warning"
+            message = str(new["message"])
+            if url and new["reason"] == reauth.get("reason"):
+                message = f"{message} Authorize at {url}."
+            await self.event(grant, kind, str(new["reason"]), message)
+
+    async def event(self, grant: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
+        """Post an Event about the grant; worth a try, never a failure of the reconcile."""
+        meta = grant["metadata"]
+        namespace = meta["namespace"]
+        stamp = rfc3339(self.clock())
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": grant.get("apiVersion"),
+                "kind": grant.get("kind"),
+                "name": meta["name"],
+                "namespace": namespace,
+                "uid": meta.get("uid"),
+            },
+            "type": kind,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "lucidgrant"},
+            "reportingComponent": "lucidgrant.dev/operator",
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        try:
+            await self.kube.create(events_path(namespace), body)
+        except (KubeError, OSError) as exc:
+            log.warning(
+                "could not post event %s for %s/%s: %s", reason, namespace, meta["name"], exc
+            )

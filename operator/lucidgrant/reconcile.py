@@ -1,0 +1,350 @@
+"""The reconcile of one grant, start to end: snapshot -> decide -> act -> publish.
+
+1. `_snapshot` reads what the decision needs, through the cache (a routine refresh reads
+   nothing from the API server).
+2. `decide` (decide.py, pure) says what to do and why.
+3. `_act` does it: for a refresh, lock -> Lucid -> store the rotated token first (refresh.py),
+   then the consumer Secret (consumer.py); deletion goes to deletion.py.
+4. The grant's bookkeeping (`Facts`) is replaced in one place, `_finish`, and status, metrics
+   and events go out (publish.py).
+
+The work queue guarantees that one process never reconciles the same grant twice at once; the
+lock in the state Secret extends that to every process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from lucidgrant import timing
+from lucidgrant.cache import Facts, GrantRecord, Key, SecretReader
+from lucidgrant.consumer import ConsumerSecrets
+from lucidgrant.decide import (
+    Action,
+    Decision,
+    Snapshot,
+    after_failure,
+    decide,
+    expiry_wake,
+    facts_for,
+    missing_scopes,
+    routine_refresh_at,
+)
+from lucidgrant.deletion import Deletion
+from lucidgrant.grant import GrantSpec
+from lucidgrant.kube import KubeClient, KubeError
+from lucidgrant.lucid import ClientCredentials, LucidClient, TokenSet, TransientError
+from lucidgrant.metrics import Metrics
+from lucidgrant.names import EVENT_RECOVERED, REFRESH_NOW, Reason, grant_path
+from lucidgrant.publish import AuthorizationURL, Publisher
+from lucidgrant.refresh import CONFIRM_DELAY, Failed, LockWait, Refresher
+from lucidgrant.status import Outcome
+from lucidgrant.store import GrantState, StateStore, client_credentials, digest, secret_value
+from lucidgrant.timing import Sleep
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Progress:
+    """What this reconcile found and did so far; local to one reconcile, never cached."""
+
+    facts: Facts
+    state: GrantState | None = None
+    consumer_written: bool = False
+    problem: tuple[Reason, str] | None = None
+    reauth: tuple[Reason, str] | None = None
+    next_at: float | None = None
+    suspended: bool = False
+
+    def say(self, reason: Reason | None, message: str) -> None:
+        """A reason that needs a person goes to ReauthorizationRequired, others to Ready."""
+        if reason is None:
+            return
+        if reason.needs_person:
+            self.reauth = (reason, message)
+        else:
+            self.problem = (reason, message)
+
+
+@dataclass(frozen=True)
+class Client:
+    creds: ClientCredentials | None = field(default=None, repr=False)
+    found: bool = False
+    rv: str | None = None
+
+
+class Reconciler:
+    def __init__(
+        self,
+        kube: KubeClient,
+        lucid: LucidClient,
+        secrets: SecretReader,
+        store: StateStore,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+        sleep: Sleep = asyncio.sleep,
+        authorization_url: AuthorizationURL = lambda grant: None,
+        confirm_delay: float = CONFIRM_DELAY,
+    ) -> None:
+        self.kube = kube
+        self.cache = secrets.cache
+        self.secrets = secrets
+        self.store = store
+        self.metrics = metrics
+        self.clock = clock
+        self.rand = rand
+        self.refresher = Refresher(store, lucid, clock, confirm_delay=confirm_delay, sleep=sleep)
+        self.consumer = ConsumerSecrets(kube, secrets, store)
+        self.deletion = Deletion(kube, lucid, secrets, sleep=sleep)
+        self.publisher = Publisher(kube, self.cache, metrics, clock, authorization_url)
+
+    # -- the one path ----------------------------------------------------------------------
+
+    async def reconcile(self, key: Key) -> float | None:
+        """Bring one grant up to date; return when it wants to run again (None: on events)."""
+        record = self.cache.grants.get(key)
+        if record is None:
+            return None
+        progress = Progress(record.facts)
+        try:
+            snap = await self._snapshot(key, record)
+            decision = decide(snap)
+            if decision.action is Action.FINALIZE:
+                await self.deletion.finalize(record.body, snap.spec)
+                return None
+            progress.facts = facts_for(snap)
+            await self._act(key, record, snap, decision, progress)
+        except (KubeError, OSError) as exc:
+            self.metrics.refreshes.labels("store_error").inc()
+            what = exc if isinstance(exc, KubeError) else type(exc).__name__
+            log.warning("grant %s/%s: Kubernetes API call failed: %s; retrying", *key, what)
+            progress.problem = (
+                Reason.KUBERNETES_UNAVAILABLE,
+                "A Kubernetes API call failed; retrying.",
+            )
+            progress.next_at = self.clock() + timing.backoff_delay(2, self.rand())
+        return await self._finish(key, record, progress)
+
+    async def _snapshot(self, key: Key, record: GrantRecord) -> Snapshot:
+        """Read what the decision needs, and no more: an invalid, deleted or suspended grant
+        reads no client or bootstrap Secret."""
+        meta = record.body["metadata"]
+        snap = Snapshot(
+            now=self.clock(),
+            spec=record.spec(),
+            facts=record.facts,
+            deleting=bool(meta.get("deletionTimestamp")),
+            refresh_now=REFRESH_NOW in (meta.get("annotations") or {}),
+            jitter=record.jitter,
+        )
+        spec = snap.spec
+        if snap.deleting or not isinstance(spec, GrantSpec):
+            return snap
+        await self.deletion.sync_finalizer(record.body, spec)
+        state = await self.store.current(record.body)
+        if spec.suspend:
+            return replace(snap, state=state)
+        client = await self._client(key[0], spec)
+        bootstrap = None
+        if spec.bootstrap_ref is not None:
+            ref = spec.bootstrap_ref
+            bootstrap = secret_value(await self.secrets.get(key[0], ref.name), ref.key) or None
+        return replace(
+            snap,
+            state=state,
+            client=client.creds,
+            client_secret_found=client.found,
+            client_rv=client.rv,
+            bootstrap=bootstrap,
+        )
+
+    async def _client(self, namespace: str, spec: GrantSpec) -> Client:
+        secret = await self.secrets.get(namespace, spec.client_secret_name)
+        if secret is None:
+            return Client()
+        rv = str(secret["metadata"].get("resourceVersion", ""))
+        return Client(client_credentials(secret, spec), True, rv)
+
+    async def client_credentials(self, key: Key) -> ClientCredentials | None:
+        """The grant's client credentials (for the authorization web flow)."""
+        record = self.cache.grants.get(key)
+        spec = record.spec() if record is not None else None
+        if not isinstance(spec, GrantSpec):
+            return None
+        return (await self._client(key[0], spec)).creds
+
+    # -- acting on the decision ---------------------------------------------------------------
+
+    async def _act(
+        self, key: Key, record: GrantRecord, snap: Snapshot, decision: Decision, p: Progress
+    ) -> None:
+        p.state = snap.state
+        p.say(decision.reason, decision.message)
+        action = decision.action
+        if action in (Action.REPORT, Action.SUSPEND):
+            p.suspended = action is Action.SUSPEND
+            return
+        assert isinstance(snap.spec, GrantSpec) and p.state is not None
+        spec = snap.spec
+        if action is Action.HOLD:
+            p.next_at = expiry_wake(p.state, snap.now)
+        elif action is Action.WAIT:
+            p.next_at = decision.at
+        elif action in (Action.ADOPT, Action.REFRESH):
+            assert snap.client is not None
+            await self._refresh(key, record, snap, p, adopt=action is Action.ADOPT)
+            if snap.refresh_now and action is Action.REFRESH:
+                await self._clear_refresh_now(key)
+        if action is not Action.HOLD and p.reauth is None:
+            p.reauth = missing_scopes(spec, p.state) if p.state else None
+        result = await self.consumer.sync(record.body, spec, p.state)
+        p.consumer_written = result.written
+        p.state = result.state or p.state
+        if result.problem:
+            p.problem = result.problem
+        if result.again:
+            p.next_at = self.clock()
+
+    async def _refresh(
+        self, key: Key, record: GrantRecord, snap: Snapshot, p: Progress, *, adopt: bool
+    ) -> None:
+        """Lock -> Lucid -> store the rotated token -> what it means."""
+        assert p.state is not None and snap.client is not None
+        assert isinstance(snap.spec, GrantSpec)
+        spec = snap.spec
+        adopting = digest(snap.bootstrap) if adopt and snap.bootstrap else None
+        if adopt:
+            log.info("grant %s/%s: adopting a new authorization", *key)
+            p.facts = replace(p.facts, retry_at=None)
+        locked = await self.refresher.lock(key, p.state)
+        if isinstance(locked, LockWait):
+            if locked.until is not None:
+                self.metrics.refreshes.labels("lock_busy").inc()
+                p.next_at = locked.until + 0.5
+            else:
+                p.state = locked.fresh or p.state
+                p.next_at = self.clock() + 0.2 + self.rand()
+            return
+        code = snap.bootstrap if adopt and spec.code_ref is not None else None
+        result = await self.refresher.refresh(
+            key,
+            locked,
+            snap.client,
+            refresh_token=None if code else (snap.bootstrap if adopt else locked.refresh_token),
+            code=code,
+            redirect_uri=spec.redirect_uri or "",
+            adopting=adopting,
+        )
+        if isinstance(result, Failed):
+            await self._failed(key, record, spec, snap, result, p)
+            return
+        p.state = result.state
+        self.metrics.refreshes.labels("success").inc()
+        was_failing = p.facts.failures > 0
+        p.facts = p.facts.after_success()
+        p.next_at = routine_refresh_at(p.state, spec, record.jitter, self.clock())
+        if was_failing:
+            await self.publisher.event(
+                record.body, "Normal", EVENT_RECOVERED, "Refreshed again after failures."
+            )
+        if adopt:
+            await self.publisher.event(
+                record.body, "Normal", Reason.AUTHORIZED, "Adopted a new authorization."
+            )
+
+    async def _failed(
+        self,
+        key: Key,
+        record: GrantRecord,
+        spec: GrantSpec,
+        snap: Snapshot,
+        failed: Failed,
+        p: Progress,
+    ) -> None:
+        verdict = after_failure(
+            failed.error,
+            spec,
+            failed.state,
+            p.facts,
+            adopting=failed.adopting,
+            client_rv=snap.client_rv,
+            now=self.clock(),
+            rand=self.rand(),
+        )
+        if verdict.metric:
+            self.metrics.refreshes.labels(verdict.metric).inc()
+        p.facts = verdict.facts
+        p.next_at = verdict.next_at
+        p.say(verdict.reason, verdict.message)
+        if isinstance(failed.error, TransientError):
+            log.warning("grant %s/%s: refresh failed: %s", *key, verdict.facts.last_error)
+        elif verdict.reason is not None and verdict.reason.fatal:
+            log.warning(
+                "grant %s/%s: %s confirmed; a person must authorize again", *key, verdict.reason
+            )
+        if verdict.event:
+            event = verdict.event
+            await self.publisher.event(record.body, event.kind, event.reason, event.message)
+        released = await self.refresher.release(key, failed.state, verdict.release)
+        p.state = released or failed.state
+
+    async def _clear_refresh_now(self, key: Key) -> None:
+        patch = {"metadata": {"annotations": {REFRESH_NOW: None}}}
+        try:
+            self.cache.observe_grant(await self.kube.patch(grant_path(*key), patch))
+        except KubeError as exc:
+            log.warning("grant %s/%s: could not clear %s: %s", *key, REFRESH_NOW, exc)
+
+    # -- the end: bookkeeping, status, metrics --------------------------------------------------
+
+    async def _finish(self, key: Key, record: GrantRecord, p: Progress) -> float | None:
+        """The one place where the grant's cached bookkeeping changes; then publish."""
+        record.facts = p.facts
+        state = p.state
+        has_refresh = bool(state and state.refresh_token)
+        outcome = Outcome(
+            access_expires_at=state.access_expires_at if state and state.access_token else None,
+            refresh_expires_at=state.refresh_expires_at if has_refresh and state else None,
+            refresh_expiry_source=state.refresh_expiry_source if has_refresh and state else None,
+            last_refresh_at=state.last_refresh_at if state else None,
+            scopes=state.scopes if state else (),
+            user_id=state.user_id if state else None,
+            account_id=state.account_id if state else None,
+            consumer_written=p.consumer_written,
+            problem=p.problem,
+            reauth=p.reauth,
+            next_refresh_at=None if p.suspended or (p.reauth and p.reauth[0].fatal) else p.next_at,
+            failures=p.facts.failures,
+            suspended=p.suspended,
+            authorization_url=self.publisher.authorization_url(record.body) if p.reauth else None,
+        )
+        next_at = p.next_at
+        try:
+            written = await self.publisher.publish(key, record, outcome)
+        except (KubeError, OSError) as exc:
+            log.warning("grant %s/%s: status not written: %s", *key, exc)
+            retry = self.clock() + timing.backoff_delay(2, self.rand())
+            return retry if next_at is None else min(next_at, retry)
+        if written and next_at is None and outcome.ready(self.clock()):
+            next_at = expiry_wake(state, self.clock())
+        return next_at
+
+    async def authorized(self, key: Key, tokens: TokenSet) -> None:
+        """Store a grant obtained by the web flow, under the refresh lock."""
+        record = self.cache.grants.get(key)
+        creds = await self.client_credentials(key)
+        if record is None or creds is None:
+            raise KeyError(key)
+        state = await self.store.current(record.body)
+        await self.refresher.store_authorized(key, state, creds, tokens)
+        record.facts = record.facts.after_success()
+        await self.publisher.event(
+            record.body, "Normal", Reason.AUTHORIZED, "A person authorized the grant."
+        )

@@ -1,0 +1,223 @@
+"""Where a refresh happens: take the grant's single-flight lock, call Lucid, store the rotated
+refresh token FIRST, and say what came of it. The same path exchanges an authorization code,
+adopts a new bootstrap refresh token, and stores tokens the web flow obtained.
+
+Nothing here decides what a failure means (decide.after_failure does) or writes status, the
+consumer Secret or events (reconcile.py, consumer.py and publish.py do): this module is the
+part that must never lose a rotated refresh token, kept small so that it can be read whole."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from lucidgrant.decide import RotatedElsewhereError
+from lucidgrant.kube import ConflictError
+from lucidgrant.lucid import (
+    ClientCredentials,
+    InvalidGrantError,
+    LucidClient,
+    LucidError,
+    PartialAnswerError,
+    TokenSet,
+    TransientError,
+)
+from lucidgrant.names import (
+    ANN_ACCESS_EXPIRES,
+    ANN_BOOTSTRAP,
+    ANN_DEAD,
+    ANN_REFRESH_EXPIRES,
+    ANN_REFRESH_LIFETIME,
+    ANN_REFRESH_SOURCE,
+)
+from lucidgrant.store import (
+    REFRESH_TOKEN_LIFETIME,
+    GrantState,
+    LockBusyError,
+    StateStore,
+    token_annotations,
+)
+from lucidgrant.timing import Sleep
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+
+# One invalid_grant alone is weak evidence (users report flaky ones): confirm after this pause.
+CONFIRM_DELAY = 2.0
+# The web flow waits for a running refresh to finish rather than failing the person's click.
+LOCK_ATTEMPTS = 20
+LOCK_RETRY_DELAY = 1.0
+
+
+@dataclass(frozen=True)
+class LockWait:
+    """The lock was not taken: someone holds it until `until`, or our copy was stale (then
+    `fresh` is the state Secret as it is now)."""
+
+    until: float | None = None
+    fresh: GrantState | None = None
+
+
+@dataclass(frozen=True)
+class Rotated:
+    """Lucid answered and its tokens are stored; `state` is the state Secret after it."""
+
+    state: GrantState
+
+
+@dataclass(frozen=True)
+class Failed:
+    """Lucid refused or failed; the lock is still held (released by `release`). `adopting` is
+    the digest of the bootstrap value still being adopted, None when the failure must be
+    judged as a routine refresh's (after a partial answer has been stored)."""
+
+    error: LucidError
+    state: GrantState
+    adopting: str | None
+
+
+class Refresher:
+    def __init__(
+        self,
+        store: StateStore,
+        lucid: LucidClient,
+        clock: Callable[[], float],
+        *,
+        confirm_delay: float = CONFIRM_DELAY,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.store = store
+        self.lucid = lucid
+        self.clock = clock
+        self.confirm_delay = confirm_delay
+        self.sleep = sleep
+
+    async def lock(self, key: Key, state: GrantState) -> GrantState | LockWait:
+        """One attempt at the grant's lock (compare-and-swap on the state Secret)."""
+        try:
+            return await self.store.acquire_lock(*key, state, self.clock())
+        except LockBusyError as busy:
+            return LockWait(until=busy.until)
+        except ConflictError:
+            return LockWait(fresh=await self.store.read(*key))
+
+    async def refresh(
+        self,
+        key: Key,
+        locked: GrantState,
+        creds: ClientCredentials,
+        *,
+        refresh_token: str | None = None,
+        code: str | None = None,
+        redirect_uri: str = "",
+        adopting: str | None = None,
+    ) -> Rotated | Failed:
+        """Refresh with `refresh_token`, or exchange `code`; `locked` holds the lock."""
+        try:
+            if code is not None:
+                tokens = await self.lucid.exchange_code(creds, code, redirect_uri)
+            else:
+                assert refresh_token is not None
+                tokens = await self._confirmed(key, creds, refresh_token, adopting)
+        except PartialAnswerError as exc:
+            # Lucid rotated: keep its refresh token, then fail like any transient error.
+            ann: dict[str, str | None] = {ANN_ACCESS_EXPIRES: f"{self.clock():.3f}"}
+            if adopting is not None:
+                ann.update({ANN_BOOTSTRAP: adopting, ANN_DEAD: None})
+            saved = await self.store.save_rotation(
+                *key, locked.resource_version, exc.refresh_token, None, ann
+            )
+            return Failed(exc, saved, None)
+        except LucidError as exc:
+            return Failed(exc, locked, adopting)
+        lifetime = locked.refresh_lifetime or REFRESH_TOKEN_LIFETIME
+        saved = await self._save(key, locked, tokens, lifetime, bootstrap=adopting)
+        if adopting is not None:
+            saved = await self._introspect_expiry(key, creds, tokens)
+        return Rotated(saved)
+
+    async def _confirmed(
+        self, key: Key, creds: ClientCredentials, refresh_token: str, adopting: str | None
+    ) -> TokenSet:
+        """Refresh. One invalid_grant is weak evidence (users report flaky ones), so before it is
+        believed: re-read the stored token (another writer may have rotated it), ask Lucid's
+        introspection whether the token is alive (then the answer was flaky: retry later), and
+        try once more after a short pause."""
+        try:
+            return await self.lucid.refresh(creds, refresh_token)
+        except InvalidGrantError:
+            if adopting is None:
+                stored = await self.store.read(*key)
+                if stored and stored.refresh_token and stored.refresh_token != refresh_token:
+                    raise RotatedElsewhereError("the stored refresh token changed") from None
+            if await self._reported_alive(creds, refresh_token):
+                raise TransientError(
+                    "Lucid answered invalid_grant for a refresh token its introspection "
+                    "reports active"
+                ) from None
+            await self.sleep(self.confirm_delay)
+            return await self.lucid.refresh(creds, refresh_token)
+
+    async def _reported_alive(self, creds: ClientCredentials, token: str) -> bool:
+        """Whether introspection says the token is active; False when it cannot tell."""
+        try:
+            return (await self.lucid.introspect(creds, token)).active
+        except LucidError:
+            return False
+
+    async def _save(
+        self,
+        key: Key,
+        locked: GrantState,
+        tokens: TokenSet,
+        lifetime: float,
+        *,
+        bootstrap: str | None,
+    ) -> GrantState:
+        """The first duty after Lucid answers: the rotated refresh token exists nowhere else.
+        Every refresh brings a new refresh token with a full lifetime: Lucid's documented one,
+        or the one introspection showed when the grant was adopted."""
+        annotations = token_annotations(tokens, tokens.issued_at + lifetime, "Issued")
+        if bootstrap is not None:
+            annotations[ANN_BOOTSTRAP] = bootstrap
+        return await self.store.save_rotation(
+            *key, locked.resource_version, tokens.refresh_token, tokens.access_token, annotations
+        )
+
+    async def _introspect_expiry(
+        self, key: Key, creds: ClientCredentials, tokens: TokenSet
+    ) -> GrantState:
+        """A new grant learns its refresh token's real expiry from Lucid instead of assuming."""
+        try:
+            expires = (await self.lucid.introspect(creds, tokens.refresh_token)).expires_at
+        except LucidError:
+            expires = None
+        ann = {ANN_REFRESH_SOURCE: "Introspection" if expires is not None else "Assumed"}
+        if expires is not None:
+            ann[ANN_REFRESH_EXPIRES] = f"{expires:.3f}"
+            ann[ANN_REFRESH_LIFETIME] = f"{expires - tokens.issued_at:.3f}"
+        return await self.store.annotate(*key, None, ann)
+
+    async def release(
+        self, key: Key, locked: GrantState, annotations: Mapping[str, str | None]
+    ) -> GrantState | None:
+        return await self.store.release_lock(*key, locked.resource_version, annotations)
+
+    async def store_authorized(
+        self, key: Key, state: GrantState, creds: ClientCredentials, tokens: TokenSet
+    ) -> GrantState:
+        """Store a grant obtained outside the refresh path (the web flow) under the same lock
+        as a refresh, so that it cannot race one; wait for a running refresh to end."""
+        for _ in range(LOCK_ATTEMPTS):
+            taken = await self.lock(key, state)
+            if isinstance(taken, GrantState):
+                await self._save(key, taken, tokens, REFRESH_TOKEN_LIFETIME, bootstrap=None)
+                return await self._introspect_expiry(key, creds, tokens)
+            if taken.until is not None:
+                await self.sleep(LOCK_RETRY_DELAY)
+                taken = LockWait(fresh=await self.store.read(*key))
+            state = taken.fresh or state
+        raise LockBusyError(self.clock())
