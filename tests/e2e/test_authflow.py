@@ -1,11 +1,12 @@
 """The operator-hosted authorization flow, end to end: the real operator serving /authorize and
-/callback, the Lucid emulator's consent pages, and the emulated Kubernetes API."""
+/callback, the Lucid emulator's consent pages, and the emulated Kubernetes API. The state's
+expiry and the refusals of a changed or recreated grant are tested in process
+(tests/core/test_authflow.py)."""
 
 from __future__ import annotations
 
 import base64
 import json
-import time
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -215,37 +216,3 @@ def test_forged_tampered_and_failed_callbacks_change_nothing(cluster, lucid, sta
     response = httpx.get(auth_url(cluster) or "", follow_redirects=True)
     assert response.status_code == 200, response.text
     wait_for(lambda: cluster.is_true("reporting", "Ready"), what="Ready")
-
-
-def test_expired_state_is_refused(cluster, lucid, start_operator):
-    start_with_flow(cluster, start_operator, LUCIDGRANT_STATE_TTL="1")
-    late = consent(cluster)
-    before = snapshot(cluster, lucid)
-    time.sleep(1.2)
-    refused(httpx.get(late), 400, "expired")
-    assert snapshot(cluster, lucid) == before
-    fresh = consent(cluster)
-    assert httpx.get(fresh).status_code == 200
-    wait_for(lambda: cluster.is_true("reporting", "Ready"), what="Ready")
-
-
-def test_state_of_a_changed_or_recreated_grant_is_refused(cluster, lucid, start_operator):
-    start_with_flow(cluster, start_operator)
-    stale = consent(cluster)
-    cluster.patch_grant("reporting", {"spec": {"refreshBefore": "5m"}})
-    wait_for(lambda: (cluster.grant("reporting") or {})["status"].get("observedGeneration") == 2)
-    before = snapshot(cluster, lucid)
-    refused(httpx.get(stale), 400, "spec of LucidGrant default/reporting changed")
-    assert snapshot(cluster, lucid) == before
-
-    old = consent(cluster)
-    uid = (cluster.grant("reporting") or {})["metadata"]["uid"]
-    cluster.delete_grant("reporting")
-    wait_for(lambda: cluster.grant("reporting") is None, what="deleted")
-    assert cluster.create_grant("reporting", grant_spec(refreshBefore="5m")).status_code == 201
-    wait_for(lambda: auth_url(cluster), what="the new grant awaits authorization")
-    assert (cluster.grant("reporting") or {})["metadata"]["uid"] != uid
-    before = snapshot(cluster, lucid)
-    refused(httpx.get(old), 400, "deleted and created again")
-    assert snapshot(cluster, lucid) == before
-    assert cluster.is_true("reporting", "ReauthorizationRequired")

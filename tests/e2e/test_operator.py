@@ -1,4 +1,7 @@
-"""The real operator process against the emulated Kubernetes API and the Lucid emulator."""
+"""The real operator process against the emulated Kubernetes API and the Lucid emulator: what
+only a real process shows (rotations over time, outages longer than a token's life, two
+processes, SIGTERM, garbage collection, CRD validation). Each reason and transition of the
+refresh path is tested in process, without sleeping, in tests/core/."""
 
 from __future__ import annotations
 
@@ -80,23 +83,6 @@ def test_rotations_keep_the_one_live_token_in_the_secret(cluster, lucid, start_o
     assert not cluster.is_true("reporting", "ReauthorizationRequired")
 
 
-def test_code_bootstrap_is_exchanged(cluster, lucid, start_operator):
-    cluster.put_secret("lucid-client", {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET})
-    redirect = "https://ops.example.com/lucidgrant/callback"
-    code = lucid.issue_code(CLIENT_ID, redirect, SCOPES, kind="account")
-    cluster.put_secret("lucid-code", {"code": code})
-    spec = grant_spec(
-        tokenKind="account",
-        redirectUri=redirect,
-        authorization={"codeSecretRef": {"name": "lucid-code"}},
-    )
-    assert cluster.create_grant("acct", spec).status_code == 201
-    start_operator()
-    wait_for(lambda: cluster.is_true("acct", "Ready"), what="Ready")
-    assert (cluster.grant("acct") or {})["status"]["lucidAccountId"] == "2002"
-    assert lucid.invalid_grant_count == 0
-
-
 def test_outage_longer_than_token_lifetime_recovers_without_a_person(
     cluster, lucid, start_operator
 ):
@@ -114,42 +100,6 @@ def test_outage_longer_than_token_lifetime_recovers_without_a_person(
     assert lucid.invalid_grant_count == 0
     reasons = {e["reason"] for e in cluster.events()}
     assert {"RefreshFailing", "Recovered"} <= reasons
-
-
-def test_revocation_flags_reauthorization_and_a_new_bootstrap_clears_it(
-    cluster, lucid, start_operator
-):
-    grant_id = setup_grant(cluster, lucid)
-    start_operator()
-    wait_for(lambda: cluster.is_true("reporting", "Ready"), what="Ready")
-    lucid.revoke_grant_of(lucid.grant_info(grant_id).access_token)
-    wait_for(
-        lambda: cluster.is_true("reporting", "ReauthorizationRequired"), timeout=30, what="reauth"
-    )
-    reauth = cluster.condition("reporting", "ReauthorizationRequired") or {}
-    assert reauth["reason"] == "InvalidGrant"
-    assert "lucid-bootstrap" in reauth["message"]
-    calls_after = sum(n for (ep, _), n in lucid.calls.items() if ep == "token_refresh")
-    time.sleep(8)  # more than an access-token lifetime: no more calls for a dead grant
-    assert sum(n for (ep, _), n in lucid.calls.items() if ep == "token_refresh") == calls_after
-    assert any(e["reason"] == "InvalidGrant" and e["type"] == "Warning" for e in cluster.events())
-    new_grant = authorize(cluster, lucid)  # the person authorizes again
-    wait_for(lambda: cluster.is_true("reporting", "Ready"), timeout=30, what="Ready again")
-    assert not cluster.is_true("reporting", "ReauthorizationRequired")
-    wait_for(lambda: live_token_written(cluster, lucid, new_grant), what="new token written")
-
-
-def test_flaky_invalid_grant_is_not_believed(cluster, lucid, start_operator):
-    grant_id = setup_grant(cluster, lucid)
-    start_operator()
-    wait_for(lambda: cluster.is_true("reporting", "Ready"), what="Ready")
-    rotations = lucid.grant_info(grant_id).rotations
-    lucid.flaky_invalid_grant_next(1)
-    wait_for(
-        lambda: lucid.grant_info(grant_id).rotations >= rotations + 3, timeout=40, what="rotations"
-    )
-    assert lucid.flaky_invalid_grant_count == 1
-    assert not cluster.is_true("reporting", "ReauthorizationRequired")
 
 
 def test_two_operators_never_refresh_the_same_grant_twice(cluster, lucid, start_operator):
@@ -204,68 +154,6 @@ def test_bad_specs_are_refused_with_field_paths(cluster):
     assert response.status_code == 422 and "spec.clientSecretRef" in response.text
 
 
-def test_suspend_stops_and_refresh_now_forces(cluster, lucid, start_operator):
-    grant_id = setup_grant(cluster, lucid, refreshBefore="1s")
-    start_operator()
-    wait_for(lambda: cluster.is_true("reporting", "Ready"), what="Ready")
-    cluster.patch_grant("reporting", {"spec": {"suspend": True}})
-    wait_for(lambda: (cluster.condition("reporting", "Ready") or {}).get("reason") == "Suspended")
-    rotations = lucid.grant_info(grant_id).rotations
-    time.sleep(7)
-    assert lucid.grant_info(grant_id).rotations == rotations
-    cluster.patch_grant("reporting", {"spec": {"suspend": False}})
-    wait_for(lambda: cluster.is_true("reporting", "Ready"), timeout=20, what="Ready after resume")
-    rotations = lucid.grant_info(grant_id).rotations
-    cluster.patch_grant(
-        "reporting", {"metadata": {"annotations": {"lucidgrant.dev/refresh-now": "1"}}}
-    )
-    wait_for(
-        lambda: lucid.grant_info(grant_id).rotations > rotations, timeout=3, what="forced refresh"
-    )
-    wait_for(
-        lambda: (
-            "lucidgrant.dev/refresh-now"
-            not in ((cluster.grant("reporting") or {})["metadata"].get("annotations") or {})
-        ),
-        what="annotation removed",
-    )
-
-
-def test_existing_secret_keeps_its_keys_and_foreign_secret_is_refused(
-    cluster, lucid, start_operator
-):
-    cluster.put_secret("lucid-token", {"other": "kept"})
-    setup_grant(
-        cluster,
-        lucid,
-        accessTokenSecret={"name": "lucid-token", "keys": {"authorizationHeader": "header"}},
-    )
-    authorize(cluster, lucid, "second-bootstrap")
-    spec = grant_spec(
-        authorization={"refreshTokenSecretRef": {"name": "second-bootstrap"}},
-        accessTokenSecret={"name": "reporting-lucidgrant-state"},
-    )
-    assert cluster.create_grant("second", spec).status_code == 201
-    start_operator()
-    wait_for(lambda: cluster.is_true("reporting", "Ready"), what="Ready")
-    data = cluster.secret("lucid-token") or {}
-    assert data["other"] == "kept"
-    assert data["header"] == f"Bearer {data['access_token']}"
-    wait_for(lambda: (cluster.condition("second", "Ready") or {}).get("reason") == "SecretConflict")
-
-
-def test_client_rejected_then_fixed(cluster, lucid, start_operator):
-    setup_grant(cluster, lucid)
-    cluster.put_secret("lucid-client", {"client_secret": "wrong-secret"})
-    start_operator()
-    wait_for(
-        lambda: (cluster.condition("reporting", "Ready") or {}).get("reason") == "ClientRejected"
-    )
-    assert not cluster.is_true("reporting", "ReauthorizationRequired")
-    cluster.put_secret("lucid-client", {"client_secret": CLIENT_SECRET})
-    wait_for(lambda: cluster.is_true("reporting", "Ready"), what="Ready after fix")
-
-
 def test_deletion_with_revoke_policy_revokes_and_owned_secrets_go(cluster, lucid, start_operator):
     grant_id = setup_grant(cluster, lucid, deletionPolicy="Revoke")
     start_operator()
@@ -275,42 +163,3 @@ def test_deletion_with_revoke_policy_revokes_and_owned_secrets_go(cluster, lucid
     assert lucid.grant_info(grant_id).revoked
     wait_for(lambda: cluster.secret("lucid-token") is None, what="owned Secret collected")
     assert cluster.secret("reporting-lucidgrant-state") is None
-
-
-def test_renamed_consumer_secret_moves(cluster, lucid, start_operator):
-    setup_grant(cluster, lucid)
-    start_operator()
-    wait_for(lambda: cluster.is_true("reporting", "Ready"), what="Ready")
-    cluster.patch_grant("reporting", {"spec": {"accessTokenSecret": {"name": "renamed"}}})
-    wait_for(lambda: cluster.secret("renamed"), what="new Secret")
-    wait_for(lambda: cluster.secret("lucid-token") is None, what="old Secret removed")
-
-
-def test_scopes_beyond_the_grant_need_reauthorization(cluster, lucid, start_operator):
-    setup_grant(cluster, lucid)
-    start_operator()
-    wait_for(lambda: cluster.is_true("reporting", "Ready"), what="Ready")
-    cluster.patch_grant(
-        "reporting", {"spec": {"scopes": ["lucidchart.document.content", "offline_access"]}}
-    )
-    wait_for(
-        lambda: (
-            (cluster.condition("reporting", "ReauthorizationRequired") or {}).get("reason")
-            == "ScopesChanged"
-        )
-    )
-    assert cluster.is_true("reporting", "Ready")
-
-
-def test_an_answer_without_access_token_still_keeps_the_rotated_refresh_token(
-    cluster, lucid, start_operator
-):
-    grant_id = setup_grant(cluster, lucid)
-    start_operator()
-    wait_for(lambda: cluster.is_true("reporting", "Ready"), what="Ready")
-    rotations = lucid.grant_info(grant_id).rotations
-    lucid.partial_answer_next(1)
-    wait_for(lambda: lucid.grant_info(grant_id).rotations >= rotations + 3, timeout=40)
-    assert lucid.invalid_grant_count == 0
-    assert not cluster.is_true("reporting", "ReauthorizationRequired")
-    wait_for(lambda: live_token_written(cluster, lucid, grant_id), what="live token written")
