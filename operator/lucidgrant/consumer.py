@@ -24,7 +24,8 @@ from lucidgrant.names import (
     Reason,
     secret_path,
 )
-from lucidgrant.store import GrantState, StateStore, b64, owner_reference
+from lucidgrant.secretdata import b64
+from lucidgrant.store import GrantState, StateStore, owner_reference
 from lucidgrant.timing import rfc3339
 
 

@@ -3,38 +3,26 @@
 `decide` runs a chain of policies, each `policy(snapshot) -> Decision | None`, in order; the
 first that answers wins (the shape of cert-manager's certificate trigger policies). The order
 is the priority: a grant being deleted is finalized whatever else is true, a broken spec is
-reported before any Secret is read, and so on down to "not due yet". `after_failure` decides
-what a failed refresh means, and `missing_scopes` whether the grant still covers its spec.
+reported before any Secret is read, and so on down to "not due yet". `missing_scopes` says
+whether the grant still covers its spec; what a failed refresh means is failures.py's.
 
 Because everything here is a function of its arguments (the clock and the dice included), the
 tests drive every reason and transition in a table, without a cluster, Lucid or sleeping."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from lucidgrant import timing
 from lucidgrant.cache import Facts
 from lucidgrant.grant import OFFLINE_ACCESS, GrantSpec, SpecError
-from lucidgrant.lucid import (
-    ClientCredentials,
-    ClientRejectedError,
-    InvalidGrantError,
-    LucidError,
-    ScopesRejectedError,
-    TransientError,
-)
-from lucidgrant.names import (
-    ANN_BOOTSTRAP,
-    ANN_DEAD,
-    EVENT_AUTHORIZATION_REFUSED,
-    EVENT_REFRESH_FAILING,
-    Reason,
-)
+from lucidgrant.lucid import ClientCredentials
+from lucidgrant.names import Reason
+from lucidgrant.secretdata import digest
 from lucidgrant.status import awaiting_authorization, dead_grant
-from lucidgrant.store import GrantState, digest
+from lucidgrant.store import GrantState
 
 # Without a stored lifetime, Lucid's documented one.
 DEFAULT_ACCESS_LIFETIME = 3600.0
@@ -221,7 +209,7 @@ def expiry_wake(state: GrantState | None, now: float) -> float | None:
     return None
 
 
-# -- after the work -------------------------------------------------------------------------
+# -- after the action -----------------------------------------------------------------------
 
 
 def missing_scopes(spec: GrantSpec, state: GrantState) -> tuple[Reason, str] | None:
@@ -235,96 +223,4 @@ def missing_scopes(spec: GrantSpec, state: GrantState) -> tuple[Reason, str] | N
         Reason.SCOPES_CHANGED,
         f"The grant lacks scopes {', '.join(sorted(missing))}: a refresh can never widen scopes, "
         "so a person must authorize again.",
-    )
-
-
-class RotatedElsewhereError(LucidError):
-    """The stored refresh token changed under us: someone else refreshed; just run again."""
-
-    reason = "rotated_elsewhere"
-
-
-@dataclass(frozen=True)
-class Event:
-    kind: str  # Normal | Warning
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class AfterFailure:
-    """What a failed refresh means: the annotations to write as the lock is released, what
-    status says (a reason that needs a person goes to ReauthorizationRequired), when to try
-    again, the bookkeeping to keep, an event, and the refresh-result metric label."""
-
-    facts: Facts
-    release: Mapping[str, str | None] = field(default_factory=dict)
-    reason: Reason | None = None
-    message: str = ""
-    next_at: float | None = None
-    event: Event | None = None
-    metric: str | None = None
-
-
-def after_failure(
-    error: LucidError,
-    spec: GrantSpec,
-    state: GrantState,
-    facts: Facts,
-    *,
-    adopting: str | None,
-    client_rv: str | None,
-    now: float,
-    rand: float,
-) -> AfterFailure:
-    """`adopting` is the digest of the bootstrap value being adopted (None for a routine
-    refresh). One invalid_grant is not enough: the refresh path has confirmed it already."""
-    release: dict[str, str | None] = {}
-    if adopting is not None and not isinstance(error, TransientError | ClientRejectedError):
-        release[ANN_BOOTSTRAP] = adopting  # this bootstrap value is used up
-    if isinstance(error, RotatedElsewhereError):
-        return AfterFailure(facts, release, next_at=now)
-    if isinstance(error, InvalidGrantError | ScopesRejectedError):
-        reason = (
-            Reason.SCOPES_REJECTED
-            if isinstance(error, ScopesRejectedError)
-            else Reason.INVALID_GRANT
-        )
-        if adopting is not None and state.refresh_token and not state.dead_reason:
-            # A refused new authorization does not kill the grant we already hold.
-            message = "The new authorization was refused; the previous grant is kept."
-            event = Event("Warning", EVENT_AUTHORIZATION_REFUSED, message)
-            return AfterFailure(facts, release, reason, message, now, event, error.reason)
-        release[ANN_DEAD] = reason
-        reason, message = dead_grant(reason, spec)
-        return AfterFailure(facts, release, reason, message, metric=error.reason)
-    failures = facts.failures + 1
-    if isinstance(error, ClientRejectedError):
-        message = f"Lucid rejected the client credentials in Secret {spec.client_secret_name!r}."
-        return AfterFailure(
-            replace(facts, failures=failures, client_rejected_rv=client_rv),
-            release,
-            Reason.CLIENT_REJECTED,
-            message,
-            expiry_wake(state, now),
-            Event("Warning", Reason.CLIENT_REJECTED, message),
-            error.reason,
-        )
-    assert isinstance(error, TransientError)
-    last_error = f"{error} (attempt {failures}); retrying with backoff."
-    failing = Event("Warning", EVENT_REFRESH_FAILING, str(error)) if failures == 1 else None
-    facts = replace(facts, failures=failures, last_error=last_error)
-    if timing.refresh_token_exhausted(now, state.refresh_expires_at):
-        release[ANN_DEAD] = Reason.REFRESH_TOKEN_EXPIRED
-        reason, message = dead_grant(Reason.REFRESH_TOKEN_EXPIRED, spec)
-        return AfterFailure(facts, release, reason, message, None, failing, error.reason)
-    retry = timing.retry_at(now, failures, rand, error.retry_after, state.access_expires_at)
-    return AfterFailure(
-        replace(facts, retry_at=retry),
-        release,
-        Reason.PROVIDER_UNAVAILABLE,
-        last_error,
-        retry,
-        failing,
-        error.reason,
     )

@@ -16,7 +16,8 @@ from lucidgrant.grant import GrantSpec, SpecError
 from lucidgrant.kube import JSON_PATCH, KubeClient, KubeError
 from lucidgrant.lucid import ClientCredentials, LucidClient, LucidError
 from lucidgrant.names import FINALIZER, grant_path, state_secret_name
-from lucidgrant.store import client_credentials, parse_state
+from lucidgrant.secretdata import client_credentials
+from lucidgrant.store import parse_state
 from lucidgrant.timing import Sleep
 
 log = logging.getLogger(__name__)

@@ -9,18 +9,43 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from lucidgrant.cache import Cache, GrantRecord
+from lucidgrant.cache import Cache, Facts, GrantRecord
+from lucidgrant.decide import expiry_wake
 from lucidgrant.kube import KubeClient, KubeError
 from lucidgrant.metrics import Metrics
-from lucidgrant.names import READY, REAUTH, events_path, grant_path
+from lucidgrant.names import READY, REAUTH, Reason, events_path, grant_path
 from lucidgrant.status import Outcome, condition_of, desired_status, status_diff
+from lucidgrant.store import GrantState
 from lucidgrant.timing import rfc3339
 
 log = logging.getLogger(__name__)
 
 AuthorizationURL = Callable[[Mapping[str, Any]], str | None]
+
+
+@dataclass
+class Progress:
+    """What this reconcile found and did so far; local to one reconcile, never cached."""
+
+    facts: Facts
+    state: GrantState | None = None
+    consumer_written: bool = False
+    problem: tuple[Reason, str] | None = None
+    reauth: tuple[Reason, str] | None = None
+    next_at: float | None = None
+    suspended: bool = False
+
+    def say(self, reason: Reason | None, message: str) -> None:
+        """A reason that needs a person goes to ReauthorizationRequired, others to Ready."""
+        if reason is None:
+            return
+        if reason.needs_person:
+            self.reauth = (reason, message)
+        else:
+            self.problem = (reason, message)
 
 
 class Publisher:
@@ -38,10 +63,33 @@ class Publisher:
         self.clock = clock
         self.authorization_url = authorization_url
 
-    async def publish(self, key: tuple[str, str], record: GrantRecord, outcome: Outcome) -> bool:
+    def outcome(self, record: GrantRecord, p: Progress) -> Outcome:
+        state = p.state
+        kept = state if state and state.refresh_token else None
+        return Outcome(
+            access_expires_at=state.access_expires_at if state and state.access_token else None,
+            refresh_expires_at=kept.refresh_expires_at if kept else None,
+            refresh_expiry_source=kept.refresh_expiry_source if kept else None,
+            last_refresh_at=state.last_refresh_at if state else None,
+            scopes=state.scopes if state else (),
+            user_id=state.user_id if state else None,
+            account_id=state.account_id if state else None,
+            consumer_written=p.consumer_written,
+            problem=p.problem,
+            reauth=p.reauth,
+            next_refresh_at=None if p.suspended or (p.reauth and p.reauth[0].fatal) else p.next_at,
+            failures=p.facts.failures,
+            suspended=p.suspended,
+            authorization_url=self.authorization_url(record.body) if p.reauth else None,
+        )
+
+    async def publish(self, key: tuple[str, str], record: GrantRecord, p: Progress) -> float | None:
         """Set the metrics and, if it changed, write the status (with an event per changed
-        condition). True when a status was written."""
+        condition). Answer when the grant wants to run again: a grant that just turned Ready
+        with nothing else to do wakes when its token expires, so that Ready turns false on
+        time."""
         now = self.clock()
+        outcome = self.outcome(record, p)
         self.metrics.set_grant(
             *key,
             access_expires_at=outcome.access_expires_at,
@@ -56,11 +104,13 @@ class Publisher:
         desired = desired_status(outcome, current, record.generation, now, rfc3339)
         patch = status_diff(current, desired)
         if patch is None:
-            return False
+            return p.next_at
         await self._announce(record.body, current, desired, now)
         body = await self.kube.patch(grant_path(*key, "status"), {"status": patch})
         self.cache.observe_grant({**record.body, "status": body.get("status", desired)})
-        return True
+        if p.next_at is None and outcome.ready(now):
+            return expiry_wake(p.state, now)
+        return p.next_at
 
     async def _announce(
         self,

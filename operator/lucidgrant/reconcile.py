@@ -21,13 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from lucidgrant import timing
-from lucidgrant.cache import Facts, GrantRecord, Key, SecretReader
+from lucidgrant.cache import GrantRecord, Key, SecretReader
 from lucidgrant.consumer import ConsumerSecrets
 from lucidgrant.decide import (
     Action,
     Decision,
     Snapshot,
-    after_failure,
     decide,
     expiry_wake,
     facts_for,
@@ -35,44 +34,26 @@ from lucidgrant.decide import (
     routine_refresh_at,
 )
 from lucidgrant.deletion import Deletion
+from lucidgrant.failures import after_failure
 from lucidgrant.grant import GrantSpec
 from lucidgrant.kube import KubeClient, KubeError
 from lucidgrant.lucid import ClientCredentials, LucidClient, TokenSet, TransientError
 from lucidgrant.metrics import Metrics
 from lucidgrant.names import EVENT_RECOVERED, REFRESH_NOW, Reason, grant_path
-from lucidgrant.publish import AuthorizationURL, Publisher
+from lucidgrant.publish import AuthorizationURL, Progress, Publisher
 from lucidgrant.refresh import CONFIRM_DELAY, Failed, LockWait, Refresher
-from lucidgrant.status import Outcome
-from lucidgrant.store import GrantState, StateStore, client_credentials, digest, secret_value
+from lucidgrant.secretdata import client_credentials, digest, secret_value
+from lucidgrant.store import StateStore
 from lucidgrant.timing import Sleep
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Progress:
-    """What this reconcile found and did so far; local to one reconcile, never cached."""
-
-    facts: Facts
-    state: GrantState | None = None
-    consumer_written: bool = False
-    problem: tuple[Reason, str] | None = None
-    reauth: tuple[Reason, str] | None = None
-    next_at: float | None = None
-    suspended: bool = False
-
-    def say(self, reason: Reason | None, message: str) -> None:
-        """A reason that needs a person goes to ReauthorizationRequired, others to Ready."""
-        if reason is None:
-            return
-        if reason.needs_person:
-            self.reauth = (reason, message)
-        else:
-            self.problem = (reason, message)
-
-
 @dataclass(frozen=True)
 class Client:
+    """The client Secret as the snapshot needs it: usable credentials, whether the Secret
+    exists (for the message), and its version (Lucid's rejection is remembered per version)."""
+
     creds: ClientCredentials | None = field(default=None, repr=False)
     found: bool = False
     rv: str | None = None
@@ -147,8 +128,7 @@ class Reconciler:
         spec = snap.spec
         if snap.deleting or not isinstance(spec, GrantSpec):
             return snap
-        await self.deletion.sync_finalizer(record.body, spec)
-        state = await self.store.current(record.body)
+        state = await self.store.current(record.body)  # created, empty, on first sight
         if spec.suspend:
             return replace(snap, state=state)
         client = await self._client(key[0], spec)
@@ -188,11 +168,14 @@ class Reconciler:
         p.state = snap.state
         p.say(decision.reason, decision.message)
         action = decision.action
-        if action in (Action.REPORT, Action.SUSPEND):
-            p.suspended = action is Action.SUSPEND
+        if action is Action.REPORT:
             return
         assert isinstance(snap.spec, GrantSpec) and p.state is not None
         spec = snap.spec
+        await self.deletion.sync_finalizer(record.body, spec)
+        if action is Action.SUSPEND:
+            p.suspended = True
+            return
         if action is Action.HOLD:
             p.next_at = expiry_wake(p.state, snap.now)
         elif action is Action.WAIT:
@@ -200,8 +183,10 @@ class Reconciler:
         elif action in (Action.ADOPT, Action.REFRESH):
             assert snap.client is not None
             await self._refresh(key, record, snap, p, adopt=action is Action.ADOPT)
-            if snap.refresh_now and action is Action.REFRESH:
-                await self._clear_refresh_now(key)
+        if snap.refresh_now and action in (Action.REFRESH, Action.AWAIT_PERSON):
+            # Answered: by a refresh, or by the news that only a person can help (a routine
+            # refresh may have found the grant dead while the request was on its way).
+            await self._clear_refresh_now(key)
         if action is not Action.HOLD and p.reauth is None:
             p.reauth = missing_scopes(spec, p.state) if p.state else None
         result = await self.consumer.sync(record.body, spec, p.state)
@@ -307,34 +292,12 @@ class Reconciler:
     async def _finish(self, key: Key, record: GrantRecord, p: Progress) -> float | None:
         """The one place where the grant's cached bookkeeping changes; then publish."""
         record.facts = p.facts
-        state = p.state
-        has_refresh = bool(state and state.refresh_token)
-        outcome = Outcome(
-            access_expires_at=state.access_expires_at if state and state.access_token else None,
-            refresh_expires_at=state.refresh_expires_at if has_refresh and state else None,
-            refresh_expiry_source=state.refresh_expiry_source if has_refresh and state else None,
-            last_refresh_at=state.last_refresh_at if state else None,
-            scopes=state.scopes if state else (),
-            user_id=state.user_id if state else None,
-            account_id=state.account_id if state else None,
-            consumer_written=p.consumer_written,
-            problem=p.problem,
-            reauth=p.reauth,
-            next_refresh_at=None if p.suspended or (p.reauth and p.reauth[0].fatal) else p.next_at,
-            failures=p.facts.failures,
-            suspended=p.suspended,
-            authorization_url=self.publisher.authorization_url(record.body) if p.reauth else None,
-        )
-        next_at = p.next_at
         try:
-            written = await self.publisher.publish(key, record, outcome)
+            return await self.publisher.publish(key, record, p)
         except (KubeError, OSError) as exc:
             log.warning("grant %s/%s: status not written: %s", *key, exc)
             retry = self.clock() + timing.backoff_delay(2, self.rand())
-            return retry if next_at is None else min(next_at, retry)
-        if written and next_at is None and outcome.ready(self.clock()):
-            next_at = expiry_wake(state, self.clock())
-        return next_at
+            return retry if p.next_at is None else min(p.next_at, retry)
 
     async def authorized(self, key: Key, tokens: TokenSet) -> None:
         """Store a grant obtained by the web flow, under the refresh lock."""

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from lucidgrant.decide import RotatedElsewhereError
+from lucidgrant.failures import RotatedElsewhereError
 from lucidgrant.kube import ConflictError
 from lucidgrant.lucid import (
     ClientCredentials,

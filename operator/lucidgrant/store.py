@@ -9,17 +9,14 @@ operator knows everything without calling Lucid."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from lucidgrant.cache import SecretReader
-from lucidgrant.grant import GrantSpec
 from lucidgrant.kube import ConflictError, KubeError, NotFoundError
-from lucidgrant.lucid import ClientCredentials, TokenSet
+from lucidgrant.lucid import TokenSet
 from lucidgrant.names import (
     ANN_ACCESS_EXPIRES,
     ANN_ACCESS_LIFETIME,
@@ -46,48 +43,13 @@ from lucidgrant.names import (
     secret_path,
     state_secret_name,
 )
+from lucidgrant.secretdata import b64, secret_value
 
 log = logging.getLogger(__name__)
 
 # Refresh tokens live 180 days from their creation (Lucid's documented lifetime).
 REFRESH_TOKEN_LIFETIME = 180 * 86400.0
 LOCK_TTL = 60.0
-
-
-def digest(value: str) -> str:
-    """A one-way fingerprint, to recognise a bootstrap value already consumed without keeping it."""
-    return hashlib.sha256(value.encode()).hexdigest()[:32]
-
-
-def b64(value: str) -> str:
-    return base64.b64encode(value.encode()).decode()
-
-
-def unb64(value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        return base64.b64decode(value, validate=True).decode()
-    except (ValueError, UnicodeDecodeError):
-        return None
-
-
-def secret_value(secret: Mapping[str, Any] | None, key: str) -> str | None:
-    if not secret:
-        return None
-    return unb64((secret.get("data") or {}).get(key))
-
-
-def client_credentials(
-    secret: Mapping[str, Any] | None, spec: GrantSpec
-) -> ClientCredentials | None:
-    """The grant's client credentials from its client Secret; None if absent or empty. The one
-    place they are read, for the refresh path, the web flow and the laptop command alike."""
-    client_id = secret_value(secret, spec.client_id_key)
-    client_secret = secret_value(secret, spec.client_secret_key)
-    if not client_id or not client_secret:
-        return None
-    return ClientCredentials(client_id, client_secret)
 
 
 def _float(value: str | None) -> float | None:

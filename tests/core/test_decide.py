@@ -11,15 +11,14 @@ import pytest
 from lucidgrant.cache import Facts
 from lucidgrant.decide import (
     Action,
-    RotatedElsewhereError,
     Snapshot,
-    after_failure,
     decide,
     expiry_wake,
     facts_for,
     missing_scopes,
     next_refresh_at,
 )
+from lucidgrant.failures import RotatedElsewhereError, after_failure
 from lucidgrant.grant import SpecError, parse_spec
 from lucidgrant.lucid import (
     ClientCredentials,
@@ -30,8 +29,9 @@ from lucidgrant.lucid import (
     TransientError,
 )
 from lucidgrant.names import ANN_BOOTSTRAP, ANN_DEAD, Reason
+from lucidgrant.secretdata import digest
 from lucidgrant.status import Outcome, conditions_for
-from lucidgrant.store import GrantState, digest
+from lucidgrant.store import GrantState
 from lucidgrant.timing import rfc3339
 
 NOW = 1_800_000_000.0

@@ -21,7 +21,7 @@ from lucidgrant.names import (
     state_secret_name,
 )
 from lucidgrant.refresh import CONFIRM_DELAY
-from lucidgrant.store import b64
+from lucidgrant.secretdata import b64
 
 from .world import NS, World, grant_body
 
@@ -118,9 +118,13 @@ async def test_invalid_grant_is_believed_only_after_a_reread_an_introspection_an
     assert world.condition("Ready") == ("False", "InvalidGrant")
     assert world.grant()["status"]["authorizationURL"] == "https://ops.test/authorize"
     assert "nextRefreshTime" not in world.grant()["status"]
-    # A dead grant is not called again; a new bootstrap value revives it.
+    # A dead grant is not called again, even when asked to; a new bootstrap value revives it.
+    body = grant_body()
+    body["metadata"]["annotations"] = {REFRESH_NOW: "1"}
+    world.put_grant(body)
     await world.reconcile()
     assert world.refresh_calls() == calls + 2
+    assert REFRESH_NOW not in world.grant()["metadata"].get("annotations", {})
     world.put_secret("boot", {"refresh_token": world.lucid.issue()})
     await world.reconcile()
     assert world.condition("ReauthorizationRequired") == ("False", "Authorized")
@@ -305,6 +309,9 @@ async def test_suspended_grant_is_left_alone(world):
     assert await world.reconcile() is None
     assert world.refresh_calls() == 0
     assert world.condition("Ready") == ("False", "Suspended")
+    assert world.metrics.suspended.labels(NS, "g")._value.get() == 1
+    assert "nextRefreshTime" not in world.grant()["status"]
+    assert CONSUMER not in world.kube.objects
 
 
 async def test_scopes_beyond_the_grant_need_a_person_but_keep_working(world):

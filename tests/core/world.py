@@ -16,7 +16,8 @@ from lucidgrant.lucid import LucidClient
 from lucidgrant.metrics import Metrics
 from lucidgrant.names import grant_path, secret_path, state_secret_name
 from lucidgrant.reconcile import Reconciler
-from lucidgrant.store import StateStore, parse_state, secret_value
+from lucidgrant.secretdata import secret_value
+from lucidgrant.store import StateStore, parse_state
 
 from .fakes import FakeClock, FakeKube, FakeLucid
 

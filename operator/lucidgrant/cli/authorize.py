@@ -57,7 +57,7 @@ from lucidgrant.names import (
     secret_path,
     state_secret_name,
 )
-from lucidgrant.store import client_credentials
+from lucidgrant.secretdata import client_credentials
 
 DEFAULT_PORT = 8765
 DEFAULT_TIMEOUT = 300.0
