@@ -562,7 +562,7 @@ def test_overlay_replaces_cluster_wide_secret_access() -> None:
 def test_overlay_lets_the_web_flow_keep_its_key_and_nothing_else() -> None:
     """The web flow reads (or first creates) its HMAC key Secret in the operator's namespace;
     in the namespaced install nothing else there is readable."""
-    from lucidgrant.authflow import STATE_KEY_SECRET
+    from lucidgrant.authstate import STATE_KEY_SECRET
 
     rbac = load_docs(OVERLAY / "namespaced-rbac.yaml")
     own = [d for d in rbac if d["kind"] == "Role" and d["metadata"]["namespace"] == NAMESPACE]
