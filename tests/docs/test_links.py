@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from lucidgrant.names import Reason
+
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
@@ -228,3 +230,25 @@ def test_the_checks_catch_what_they_are_for() -> None:
         "performance-and-scale-figures-from-make-bench"
     )
     assert slug("Runbook: LucidGrantNotReady") == "runbook-lucidgrantnotready"
+
+
+def section(page: Path, heading: str) -> str:
+    text = page.read_text()
+    start = text.index(f"\n{heading}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else None]
+
+
+@pytest.mark.parametrize(
+    ("page", "heading"),
+    [
+        (README, "## Troubleshooting by condition reason"),
+        (ROOT / "docs" / "reference.md", "## Conditions and reasons"),
+    ],
+    ids=["README", "reference"],
+)
+def test_every_condition_reason_is_in_the_tables(page: Path, heading: str) -> None:
+    rows = [line for line in section(page, heading).splitlines() if line.startswith("|")]
+    reasons_column = " ".join(row.split("|")[2] for row in rows)
+    missing = [r.value for r in Reason if not re.search(rf"\b{r.value}\b", reasons_column)]
+    assert not missing, f"{page_id(page)} {heading!r} lacks the reasons {missing}"
