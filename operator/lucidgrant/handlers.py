@@ -1,5 +1,5 @@
 """The kopf handlers, kept thin: they build the Runtime at start-up, feed it watch events and
-close it at shutdown. Logic lives in engine.py (a grant's reconcile) and workqueue.py (when)."""
+close it at shutdown. Logic lives in reconcile.py (a grant's reconcile) and workqueue.py (when)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 
 # Async on purpose: kopf runs a sync handler in a thread pool, which at thousands of events a
-# second cost a quarter of the CPU (bench/RESULTS.md) and touched the scheduler off its loop.
+# second cost a quarter of the CPU (bench/RESULTS.md) and touched the work queue off its loop.
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def grant_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     memo["runtime"].on_grant(event.get("type") or "ADDED", dict(event["object"]))

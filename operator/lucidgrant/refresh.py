@@ -2,17 +2,17 @@
 refresh token FIRST, and say what came of it. The same path exchanges an authorization code,
 adopts a new bootstrap refresh token, and stores tokens the web flow obtained.
 
-Nothing here decides what a failure means (decide.after_failure does) or writes status, the
+Nothing here decides what a failure means (failures.after_failure does) or writes status, the
 consumer Secret or events (reconcile.py, consumer.py and publish.py do): this module is the
 part that must never lose a rotated refresh token, kept small so that it can be read whole."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from lucidgrant.cache import Key
 from lucidgrant.failures import RotatedElsewhereError
 from lucidgrant.kube import ConflictError
 from lucidgrant.lucid import (
@@ -40,10 +40,6 @@ from lucidgrant.store import (
     token_annotations,
 )
 from lucidgrant.timing import Sleep
-
-log = logging.getLogger(__name__)
-
-Key = tuple[str, str]
 
 # One invalid_grant alone is weak evidence (users report flaky ones): confirm after this pause.
 CONFIRM_DELAY = 2.0

@@ -57,3 +57,24 @@ def test_spec_parsed_once_per_generation_and_errors_kept():
     first = record.spec()
     assert isinstance(first, ValueError) and first.path == "spec.tokenKind"
     assert record.spec() is first
+
+
+async def test_secrets_are_read_from_the_api_server_once_then_from_the_cache():
+    from lucidgrant.cache import SecretReader
+    from tests.core.fakes import FakeKube
+
+    kube = FakeKube()
+    cache = Cache()
+    cache.observe_grant(grant())
+    kube.put("/api/v1/namespaces/ns/secrets/client", secret("client", "1"))
+    reader = SecretReader(cache, kube)
+    first = await reader.get("ns", "client")
+    assert (
+        first is not None and await reader.get("ns", "client") == cache.secret(("ns", "client"))[1]
+    )
+    assert await reader.get("ns", "boot") is None
+    assert await reader.get("ns", "boot") is None, "absence is remembered too"
+    assert [c for c in kube.calls if c[0] == "GET"] == [
+        ("GET", "/api/v1/namespaces/ns/secrets/client"),
+        ("GET", "/api/v1/namespaces/ns/secrets/boot"),
+    ]

@@ -1,93 +1,131 @@
+"""The work queue under a clock that moves only when told: tests wait for events (bounded),
+never for time to pass."""
+
 import asyncio
 
 from lucidgrant.workqueue import WorkQueue
 
+T0 = 1_000_000.0
+BOUND = 5.0  # seconds an awaited event may take before the test fails
 
-async def test_runs_due_work_in_order_and_never_a_grant_twice_at_once():
-    running: set[tuple[str, str]] = set()
-    overlaps = 0
-    order: list[str] = []
 
-    async def reconcile(key):
-        nonlocal overlaps
-        if key in running:
-            overlaps += 1
-        running.add(key)
-        order.append(key[1])
-        await asyncio.sleep(0.05)
-        running.discard(key)
-        return None
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
 
-    scheduler = WorkQueue(reconcile, concurrency=4)
-    task = asyncio.create_task(scheduler.run())
-    loop_now = scheduler._clock()
-    scheduler.wake(("ns", "late"), loop_now + 0.2)
-    scheduler.wake(("ns", "soon"), loop_now + 0.05)
-    scheduler.wake(("ns", "now"))
-    await asyncio.sleep(0.01)
-    for _ in range(5):  # wakes while running are kept, not run concurrently
-        scheduler.wake(("ns", "now"))
-    await asyncio.sleep(0.4)
-    assert order[:1] == ["now"]
-    assert order.index("soon") < order.index("late")
-    assert order.count("now") == 2, "the wakes during the run collapse into one rerun"
-    assert overlaps == 0
-    assert await scheduler.stop(1.0) == 0
+    def __call__(self) -> float:
+        return self.now
+
+
+class Work:
+    """A reconcile that records its runs, can be held mid-run, and answers a chosen time."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.running: set[tuple[str, str]] = set()
+        self.overlaps = 0
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.ran = asyncio.Condition()
+        self.answer: float | None = None
+        self.fail = False
+
+    async def __call__(self, key: tuple[str, str]) -> float | None:
+        self.overlaps += key in self.running
+        self.running.add(key)
+        async with self.ran:
+            self.started.append(key[1])
+            self.ran.notify_all()
+        await self.gate.wait()
+        self.running.discard(key)
+        if self.fail:
+            raise RuntimeError("bug")
+        return self.answer
+
+    async def until(self, count: int) -> None:
+        async with self.ran:
+            await asyncio.wait_for(self.ran.wait_for(lambda: len(self.started) >= count), BOUND)
+
+
+async def settle(queue: WorkQueue) -> None:
+    """Let the queue's task run until it waits again (no time passes)."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_due_work_runs_in_order_and_a_grant_never_twice_at_once():
+    clock, work = Clock(), Work()
+    queue = WorkQueue(work, concurrency=1, clock=clock)
+    queue.wake(("ns", "late"), T0 - 1)
+    queue.wake(("ns", "soon"), T0 - 2)
+    queue.wake(("ns", "now"), T0 - 3)
+    task = asyncio.create_task(queue.run())
+    await work.until(3)
+    assert work.started == ["now", "soon", "late"]
+
+    work.gate.clear()
+    queue.wake(("ns", "again"))
+    await work.until(4)
+    for _ in range(5):  # wakes while it runs are kept, not run concurrently
+        queue.wake(("ns", "again"))
+    work.gate.set()
+    await work.until(5)
+    await settle(queue)
+    assert work.started[3:] == ["again", "again"], "the wakes during the run collapse into one"
+    assert work.overlaps == 0
+    assert await queue.stop(BOUND) == 0
     await task
 
 
-async def test_reconcile_answer_schedules_the_next_run_and_errors_retry():
-    calls = 0
-
-    async def reconcile(key):
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            return scheduler._clock() + 0.05
-        raise RuntimeError("bug")
-
-    scheduler = WorkQueue(reconcile, concurrency=1)
-    task = asyncio.create_task(scheduler.run())
-    scheduler.wake(("ns", "g"))
-    await asyncio.sleep(0.2)
-    assert calls == 2
-    due = scheduler.due_at(("ns", "g"))
-    assert due is not None and due > scheduler._clock() + 20, "a crash retries later, not at once"
-    await scheduler.stop(1.0)
+async def test_the_reconcile_answer_schedules_the_next_run_and_a_crash_retries_later():
+    clock, work = Clock(), Work()
+    queue = WorkQueue(work, concurrency=1, clock=clock)
+    task = asyncio.create_task(queue.run())
+    work.answer = T0 + 600
+    queue.wake(("ns", "g"))
+    await work.until(1)
+    await settle(queue)
+    assert queue.due_at(("ns", "g")) == T0 + 600
+    clock.now = T0 + 600
+    work.fail = True
+    queue.wake(("ns", "other"))  # the loop looks at the heap again
+    await work.until(2)
+    await settle(queue)
+    due = queue.due_at(("ns", "g"))
+    assert due is not None and due >= clock.now + 20, "a crash retries later, not at once"
+    assert queue.completed >= 2 and queue.last_progress == clock.now
+    await queue.stop(BOUND)
     await task
 
 
-async def test_inactive_scheduler_runs_nothing_until_activated():
-    seen = []
-
-    async def reconcile(key):
-        seen.append(key)
-
-    scheduler = WorkQueue(reconcile)
-    scheduler.active.clear()
-    task = asyncio.create_task(scheduler.run())
-    scheduler.wake(("ns", "g"))
-    await asyncio.sleep(0.1)
-    assert seen == []
-    scheduler.active.set()
-    scheduler.wake(("ns", "g"))
-    await asyncio.sleep(0.1)
-    assert seen == [("ns", "g")]
-    await scheduler.stop(1.0)
+async def test_an_inactive_queue_runs_nothing_until_activated():
+    clock, work = Clock(), Work()
+    queue = WorkQueue(work, clock=clock)
+    queue.active.clear()
+    task = asyncio.create_task(queue.run())
+    queue.wake(("ns", "g"))
+    await settle(queue)
+    assert work.started == []
+    queue.active.set()
+    await work.until(1)
+    await queue.stop(BOUND)
     await task
 
 
-async def test_stop_waits_for_running_work():
-    finished = asyncio.Event()
-
-    async def reconcile(key):
-        await asyncio.sleep(0.2)
-        finished.set()
-
-    scheduler = WorkQueue(reconcile)
-    task = asyncio.create_task(scheduler.run())
-    scheduler.wake(("ns", "g"))
-    await asyncio.sleep(0.05)
-    assert await scheduler.stop(2.0) == 0
-    assert finished.is_set()
+async def test_stop_waits_for_running_work_and_forget_drops_a_wake():
+    clock, work = Clock(), Work()
+    queue = WorkQueue(work, clock=clock)
+    task = asyncio.create_task(queue.run())
+    queue.wake(("ns", "gone"), T0 + 100)
+    queue.forget(("ns", "gone"))
+    assert queue.pending == 0
+    work.gate.clear()
+    queue.wake(("ns", "g"))
+    await work.until(1)
+    stopping = asyncio.create_task(queue.stop(BOUND))
+    await settle(queue)
+    assert not stopping.done(), "a running reconcile (a token being stored) is waited for"
+    work.gate.set()
+    assert await asyncio.wait_for(stopping, BOUND) == 0
     await task
+    assert work.started == ["g"]
