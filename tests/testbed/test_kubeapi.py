@@ -19,6 +19,7 @@ from kubernetes import client, config, watch
 from kubernetes.client import ApiClient, ApiException
 
 from lucidgrant.testbed.kube_cel import CelSyntaxError, compile_rule
+from lucidgrant.testbed.kube_store import History
 from lucidgrant.testbed.kubeapi import KubeAPI
 from lucidgrant.testbed.threaded import ServiceThread, running_in_thread
 
@@ -803,7 +804,7 @@ def test_watch_from_resource_version_replays_in_order(core: Any) -> None:
 
 
 def test_watch_too_old_resource_version_is_gone(tmp_path: pathlib.Path) -> None:
-    with running_in_thread(KubeAPI(history_size=3)) as (kube, _):
+    with running_in_thread(KubeAPI(history=History(least=3, seconds=0.0))) as (kube, _):
         api = new_client(str(kube.write_kubeconfig(tmp_path / "k.yaml")))
         core: Any = client.CoreV1Api(api)
         first = core.create_namespaced_secret("default", {"metadata": {"name": "s0"}})

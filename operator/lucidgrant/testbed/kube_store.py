@@ -12,12 +12,12 @@ import binascii
 import copy
 import itertools
 import json
-import re
 import secrets
 import threading
+import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -32,6 +32,7 @@ from lucidgrant.testbed.kube_errors import (
     invalid,
     not_found,
 )
+from lucidgrant.testbed.kube_meta import data_key_problems, metadata_problems
 from lucidgrant.testbed.kube_patch import PatchError, json_patch, merge_patch
 from lucidgrant.testbed.kube_select import Matcher
 from lucidgrant.testbed.kube_types import (
@@ -46,6 +47,10 @@ from lucidgrant.testbed.kube_types import (
 Key = tuple[str, str]  # (group, plural)
 Ref = tuple[Key, str, str]  # (type key, namespace or "" when cluster-scoped, name)
 Signal = Literal["close", "drop", "initial-end"]
+# Validating admission beyond the object's own rules: raises ApiError (403) to refuse a write.
+Check = Callable[[JSON, JSON | None], None]
+# A watcher's queue: events as it sees them, signals, or an error to send in-stream and end on.
+QueueItem = tuple[str, "WatchEvent"] | Signal | ApiError
 
 CRD_KEY: Key = ("apiextensions.k8s.io", "customresourcedefinitions")
 NAMESPACES_KEY: Key = ("", "namespaces")
@@ -65,9 +70,6 @@ _SERVER_META = (
     "resourceVersion",
 )
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # the server's generateName suffix alphabet
-_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_CONFIG_KEY_RE = re.compile(r"^[-._a-zA-Z0-9]+$")
 
 
 def now_rfc3339() -> str:
@@ -93,6 +95,7 @@ class WatchEvent:
     obj: JSON
     old: JSON | None
     rv: int
+    at: float = field(default_factory=time.monotonic)
     _encoded: dict[str, bytes] = field(default_factory=dict)
 
     @property
@@ -113,7 +116,7 @@ class Watcher:
     key: Key
     namespace: str | None
     matcher: Matcher | None
-    queue: asyncio.Queue[tuple[str, WatchEvent] | Signal] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[QueueItem] = field(default_factory=asyncio.Queue)
 
     def offer(self, event: WatchEvent) -> None:
         """Queue the event as this watcher sees it: selectors turn edits into ADDED/DELETED."""
@@ -134,9 +137,20 @@ class Watcher:
             self.queue.put_nowait(("DELETED", event))
 
 
+@dataclass
+class History:
+    """How much watch history a resource keeps, like the API server's watch cache
+    (storage/cacher/watch_cache.go): at least `least` events, events younger than `seconds`,
+    never more than `most`. A resume from an older resourceVersion answers 410 Gone."""
+
+    least: int = 100
+    seconds: float = 75.0
+    most: int = 100 * 1024
+
+
 class Store:
-    def __init__(self, history_size: int = 10_000) -> None:
-        self.history_size = history_size
+    def __init__(self, history: History | None = None) -> None:
+        self.history = history or History()
         self.rv = 0
         self.types: dict[Key, ResourceType] = {}
         self._objects: dict[Key, dict[str, dict[str, JSON]]] = {}
@@ -155,7 +169,7 @@ class Store:
     def register(self, rt: ResourceType) -> None:
         self.types[rt.key] = rt
         self._objects.setdefault(rt.key, {})
-        self._history.setdefault(rt.key, deque(maxlen=self.history_size))
+        self._history.setdefault(rt.key, deque())
         self._compacted.setdefault(rt.key, 0)
         self._watchers.setdefault(rt.key, set())
 
@@ -185,7 +199,14 @@ class Store:
 
     # --- writes --------------------------------------------------------------------------
 
-    def create(self, rt: ResourceType, namespace: str, body: Any, version: str) -> JSON:
+    def create(
+        self,
+        rt: ResourceType,
+        namespace: str,
+        body: Any,
+        version: str,
+        check: Check | None = None,
+    ) -> JSON:
         obj = self._incoming(rt, body, version)
         meta = obj["metadata"]
         self._check_namespace(rt, namespace, meta)
@@ -211,7 +232,7 @@ class Store:
             meta["generation"] = 1
         if rt.status_subresource and rt.key != NAMESPACES_KEY:
             obj.pop("status", None)  # the server drops status on create when it is a subresource
-        self._admit(rt, obj, None, version)
+        self._admit(rt, obj, None, version, check)
         return self._commit(rt, namespace, name, obj, "ADDED", None)
 
     def update(
@@ -222,6 +243,7 @@ class Store:
         body: Any,
         version: str,
         subresource: str,
+        check: Check | None = None,
     ) -> JSON:
         old = self.get(rt, namespace, name)
         obj = self._incoming(rt, body, version)
@@ -231,7 +253,7 @@ class Store:
                 f"the name of the object ({given}) does not match the name on the URL ({name})"
             )
         self._check_version(rt, obj, old)
-        return self._replace(rt, namespace, name, old, obj, version, subresource)
+        return self._replace(rt, namespace, name, old, obj, version, subresource, check)
 
     def patch(
         self,
@@ -242,6 +264,7 @@ class Store:
         body: Any,
         version: str,
         subresource: str,
+        check: Check | None = None,
     ) -> JSON:
         old = self.get(rt, namespace, name)
         base = copy.deepcopy(render(old, rt.api_version(version)))
@@ -264,7 +287,7 @@ class Store:
         if not isinstance(patched, dict) or not isinstance(patched.get("metadata"), dict):
             raise ApiError(422, "Invalid", "the patch produced an object without metadata")
         self._check_version(rt, patched, old)
-        return self._replace(rt, namespace, name, old, patched, version, subresource)
+        return self._replace(rt, namespace, name, old, patched, version, subresource, check)
 
     def delete(
         self, rt: ResourceType, namespace: str, name: str, options: JSON
@@ -283,19 +306,32 @@ class Store:
                     f"Precondition failed: {field_name} in precondition: {wanted}, "
                     f"{field_name} in object meta: {actual}",
                 )
+        policy = _propagation(options)
+        finalizers = list(old["metadata"].get("finalizers") or [])
+        # The registry adds the garbage collector's finalizer for Foreground and Orphan and drops
+        # it for Background (apiserver/pkg/registry/generic/registry/store.go,
+        # deletionFinalizersForGarbageCollection).
+        if policy is not None and rt.key != NAMESPACES_KEY:
+            finalizers = [f for f in finalizers if f not in _GC_FINALIZERS.values()]
+            if policy in _GC_FINALIZERS:
+                finalizers.append(_GC_FINALIZERS[policy])
         terminating = rt.key == NAMESPACES_KEY
-        if old["metadata"].get("finalizers") or terminating:
+        if finalizers or terminating:
             if old["metadata"].get("deletionTimestamp"):
                 return old, False
             obj = copy.deepcopy(old)
             obj["metadata"]["deletionTimestamp"] = now_rfc3339()
             obj["metadata"]["deletionGracePeriodSeconds"] = 0
+            if finalizers:
+                obj["metadata"]["finalizers"] = finalizers
+            loop = asyncio.get_running_loop()
             if terminating:
                 obj["status"] = {"phase": "Terminating"}
-                asyncio.get_running_loop().call_soon(self._drain_namespace, name)
-            return self._commit(rt, namespace, name, obj, "MODIFIED", old), False
-        orphan = options.get("propagationPolicy") == "Orphan"
-        return self._remove(rt, namespace, name, copy.deepcopy(old), old, orphan=orphan), True
+                loop.call_soon(self._drain_namespace, name)
+            obj = self._commit(rt, namespace, name, obj, "MODIFIED", old)
+            loop.call_soon(self._process_deleting, obj["metadata"]["uid"])
+            return obj, False
+        return self._remove(rt, namespace, name, copy.deepcopy(old), old), True
 
     # --- the write pipeline --------------------------------------------------------------
 
@@ -361,6 +397,7 @@ class Store:
         obj: JSON,
         version: str,
         subresource: str,
+        check: Check | None = None,
     ) -> JSON:
         if subresource == "status":
             # Only status may change through the subresource; the rest is the stored object.
@@ -383,7 +420,7 @@ class Store:
                     meta[key] = old_meta[key]
                 else:
                     meta.pop(key, None)
-        self._admit(rt, obj, old, version)
+        self._admit(rt, obj, old, version, check)
         meta = obj["metadata"]
         if rt.generation and _spec_part(obj, rt) != _spec_part(old, rt):
             meta["generation"] = old["metadata"].get("generation", 0) + 1
@@ -392,25 +429,26 @@ class Store:
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
             if rt.key == NAMESPACES_KEY and self._has_contents(name):
                 return self._commit(rt, namespace, name, obj, "MODIFIED", old)
-            return self._remove(rt, namespace, name, obj, old, orphan=False)
+            return self._remove(rt, namespace, name, obj, old)
         return self._commit(rt, namespace, name, obj, "MODIFIED", old)
 
-    def _admit(self, rt: ResourceType, obj: JSON, old: JSON | None, version: str) -> None:
-        """Type rules, schema defaults / pruning / validation; raise 422 on any violation."""
+    def _admit(
+        self,
+        rt: ResourceType,
+        obj: JSON,
+        old: JSON | None,
+        version: str,
+        check: Check | None = None,
+    ) -> None:
+        """Type rules, schema defaults / pruning / validation (422 on any violation), then the
+        validating admission `check`."""
         meta = obj["metadata"]
         name = meta.get("name", "")
-        causes: list[Cause] = []
-        name_re = _LABEL_RE if rt.key == NAMESPACES_KEY else _SUBDOMAIN_RE
-        if old is None and (len(name) > 253 or not name_re.match(name)):
-            what = "RFC 1123 label" if rt.key == NAMESPACES_KEY else "RFC 1123 subdomain"
-            causes.append(
-                Cause(
-                    "metadata.name",
-                    f'Invalid value: "{name}": a lowercase {what} must consist of lower case '
-                    "alphanumeric characters, '-' or '.', and must start and end with an "
-                    "alphanumeric character",
-                )
-            )
+        causes = metadata_problems(
+            meta,
+            name_rule="label" if rt.key == NAMESPACES_KEY else "subdomain",
+            check_name=old is None,
+        )
         if old is not None and old["metadata"].get("deletionTimestamp"):
             added = set(meta.get("finalizers") or ()) - set(old["metadata"].get("finalizers") or ())
             if added:
@@ -434,6 +472,8 @@ class Store:
             causes += kube_schema.admit(obj, rt.schemas[version])
         if causes:
             raise invalid(rt.kind, rt.group, name, causes)
+        if check is not None:
+            check(obj, old)
 
     def _commit(
         self,
@@ -466,28 +506,41 @@ class Store:
                     self._dependents.setdefault(owner, set()).add(ref)
         event = WatchEvent(kind, obj, old, self.rv)
         history = self._history[rt.key]
-        if len(history) == history.maxlen:
-            self._compacted[rt.key] = history[0].rv
         history.append(event)
+        self._trim(rt.key, history, event.at)
         for watcher in self._watchers[rt.key]:
             watcher.offer(event)
         if rt.key == CRD_KEY and kind != "DELETED":
             self.register(from_crd(obj))
         return obj
 
-    def _remove(
-        self, rt: ResourceType, namespace: str, name: str, obj: JSON, old: JSON, *, orphan: bool
-    ) -> JSON:
-        """The final removal: the object is gone, its dependents are collected in background."""
+    def _remove(self, rt: ResourceType, namespace: str, name: str, obj: JSON, old: JSON) -> JSON:
+        """The final removal: the object is gone, its dependents are collected in background,
+        and an owner waiting in foreground deletion for it looks again."""
         obj = self._commit(rt, namespace, name, obj, "DELETED", old)
         loop = asyncio.get_running_loop()
-        if not orphan:
-            loop.call_soon(self._collect_garbage, obj["metadata"]["uid"])
+        loop.call_soon(self._collect_garbage, obj["metadata"]["uid"])
+        for owner in _owner_uids(obj):
+            loop.call_soon(self._process_deleting, owner)
         if rt.key == CRD_KEY:
             self._drop_type(from_crd(obj).key)
         if rt.namespaced:
             loop.call_soon(self._finish_namespace, namespace)
         return obj
+
+    def _trim(self, key: Key, history: deque[WatchEvent], now: float) -> None:
+        limits = self.history
+        while len(history) > limits.most or (
+            len(history) > limits.least and now - history[0].at > limits.seconds
+        ):
+            self._compacted[key] = history.popleft().rv
+
+    def compact(self) -> None:
+        """Forget every resource's watch history, as an API server restart does: each resume
+        from a resourceVersion before now answers 410 Gone and the client lists again."""
+        for key, history in self._history.items():
+            history.clear()
+            self._compacted[key] = self.rv
 
     # --- background work: garbage collection, namespace and CRD cleanup ------------------
 
@@ -501,6 +554,55 @@ class Store:
             # Like the real collector: a dependent with another living owner stays.
             if owner_uid in owners and not any(uid in self._uids for uid in owners):
                 self.delete(rt, namespace, name, {})
+
+    def _process_deleting(self, owner_uid: str) -> None:
+        """The garbage collector's work on an owner deleted with the `orphan` or
+        `foregroundDeletion` finalizer (pkg/controller/garbagecollector/garbagecollector.go):
+        orphan: drop the owner from its dependents' ownerReferences, then the finalizer.
+        foreground: delete the dependents; drop the finalizer once no dependent that blocks
+        owner deletion (`blockOwnerDeletion: true`) is left."""
+        where = self._uids.get(owner_uid)
+        rt = None if where is None else self.types.get(where[0])
+        if where is None or rt is None:
+            return
+        owner = self.find(rt, where[1], where[2])
+        meta = (owner or {}).get("metadata") or {}
+        finalizers = list(meta.get("finalizers") or [])
+        gc_finalizer = next((f for f in finalizers if f in _GC_FINALIZERS.values()), None)
+        if owner is None or not meta.get("deletionTimestamp") or gc_finalizer is None:
+            return
+        blocking = False
+        for key, namespace, name in sorted(self._dependents.get(owner_uid, set())):
+            dep_rt = self.types.get(key)
+            dep = self.find(dep_rt, namespace, name) if dep_rt is not None else None
+            if dep_rt is None or dep is None:
+                continue
+            others = [uid for uid in _owner_uids(dep) if uid != owner_uid and uid in self._uids]
+            if gc_finalizer == _GC_FINALIZERS["Orphan"] or others:
+                self._drop_owner(dep_rt, namespace, name, dep, owner_uid)
+                continue
+            dep, _ = self.delete(dep_rt, namespace, name, {})
+            if self.find(dep_rt, namespace, name) is not None and _blocks(dep, owner_uid):
+                blocking = True
+        if not blocking:
+            updated = copy.deepcopy(owner)
+            updated["metadata"]["finalizers"] = [f for f in finalizers if f != gc_finalizer]
+            version = owner["apiVersion"].rpartition("/")[2]
+            self._replace(rt, where[1], where[2], owner, updated, version, "")
+
+    def _drop_owner(
+        self, rt: ResourceType, namespace: str, name: str, obj: JSON, owner_uid: str
+    ) -> None:
+        updated = copy.deepcopy(obj)
+        refs = [
+            r for r in obj["metadata"].get("ownerReferences") or [] if r.get("uid") != owner_uid
+        ]
+        if refs:
+            updated["metadata"]["ownerReferences"] = refs
+        else:
+            updated["metadata"].pop("ownerReferences", None)
+        version = obj["apiVersion"].rpartition("/")[2]
+        self._replace(rt, namespace, name, obj, updated, version, "")
 
     def _has_contents(self, namespace: str) -> bool:
         return any(namespace in buckets for buckets in self._objects.values())
@@ -521,7 +623,7 @@ class Store:
             return
         if ns["metadata"].get("finalizers") or self._has_contents(namespace):
             return
-        self._remove(rt, "", namespace, copy.deepcopy(ns), ns, orphan=False)
+        self._remove(rt, "", namespace, copy.deepcopy(ns), ns)
 
     def _drop_type(self, key: Key) -> None:
         """A CRD is gone: so are its objects, its watch streams and its endpoints."""
@@ -574,7 +676,7 @@ class Store:
     def unwatch(self, watcher: Watcher) -> None:
         self._watchers.get(watcher.key, set()).discard(watcher)
 
-    def signal_watchers(self, signal: Signal) -> int:
+    def signal_watchers(self, signal: Signal | ApiError) -> int:
         count = 0
         for watchers in self._watchers.values():
             for watcher in watchers:
@@ -589,6 +691,31 @@ def _spec_part(obj: JSON, rt: ResourceType) -> JSON:
     if rt.status_subresource:
         skip.add("status")
     return {k: v for k, v in obj.items() if k not in skip}
+
+
+_GC_FINALIZERS = {"Foreground": "foregroundDeletion", "Orphan": "orphan"}
+
+
+def _propagation(options: JSON) -> str | None:
+    """The deletion's propagationPolicy (or the deprecated orphanDependents); 422 if unknown
+    (apimachinery/pkg/apis/meta/v1/validation/validation.go, ValidateDeleteOptions)."""
+    policy = options.get("propagationPolicy")
+    if policy is None and options.get("orphanDependents") is not None:
+        policy = "Orphan" if options["orphanDependents"] else "Background"
+    if policy not in (None, "Foreground", "Background", "Orphan"):
+        cause = Cause(
+            "propagationPolicy",
+            f'Unsupported value: "{policy}": supported values: "Foreground", "Background", '
+            '"Orphan", "nil"',
+            "FieldValueNotSupported",
+        )
+        raise invalid("DeleteOptions", "meta.k8s.io", "", [cause])
+    return None if policy is None else str(policy)
+
+
+def _blocks(dependent: JSON, owner_uid: str) -> bool:
+    refs = dependent["metadata"].get("ownerReferences") or []
+    return any(r.get("uid") == owner_uid and r.get("blockOwnerDeletion") is True for r in refs)
 
 
 def _owner_uids(obj: JSON | None) -> list[str]:
@@ -607,15 +734,8 @@ def _admit_secret(obj: JSON, old: JSON | None) -> list[Cause]:
         return [Cause("data", "Invalid value: must be a map of strings")]
     for key, value in string_data.items():
         data[key] = base64.b64encode(str(value).encode()).decode()
+    causes += data_key_problems(data)
     for key, value in data.items():
-        if not _CONFIG_KEY_RE.match(key):
-            causes.append(
-                Cause(
-                    f"data[{key}]",
-                    f'Invalid value: "{key}": a valid config key must consist of alphanumeric '
-                    "characters, '-', '_' or '.'",
-                )
-            )
         try:
             if not isinstance(value, str):
                 raise binascii.Error("not a string")

@@ -66,6 +66,9 @@ class ResourceType:
         return entries
 
 
+_RBAC = "rbac.authorization.k8s.io"
+
+
 def builtin_types() -> list[ResourceType]:
     return [
         ResourceType(
@@ -78,6 +81,11 @@ def builtin_types() -> list[ResourceType]:
         ResourceType("", ("v1",), "serviceaccounts", "serviceaccount", "ServiceAccount", True,
                      ("sa",)),
         ResourceType("coordination.k8s.io", ("v1",), "leases", "lease", "Lease", True),
+        ResourceType(_RBAC, ("v1",), "roles", "role", "Role", True),
+        ResourceType(_RBAC, ("v1",), "rolebindings", "rolebinding", "RoleBinding", True),
+        ResourceType(_RBAC, ("v1",), "clusterroles", "clusterrole", "ClusterRole", False),
+        ResourceType(_RBAC, ("v1",), "clusterrolebindings", "clusterrolebinding",
+                     "ClusterRoleBinding", False),
         ResourceType(
             "apiextensions.k8s.io", ("v1",), "customresourcedefinitions",
             "customresourcedefinition", "CustomResourceDefinition", False, ("crd", "crds"),

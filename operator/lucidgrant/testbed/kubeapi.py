@@ -17,25 +17,39 @@ import json
 import logging
 import pathlib
 import re
+import secrets
 import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import unquote
 
 import yaml
 from aiohttp import web
 
 from lucidgrant.testbed.kube_errors import ApiError, bad_request, for_code
+from lucidgrant.testbed.kube_rbac import (
+    ADMIN,
+    OWNER_REFERENCES_PERMISSION_ENFORCEMENT,
+    RBAC_GROUP,
+    Attributes,
+    User,
+    authorize,
+    denied,
+    owner_reference_check,
+)
 from lucidgrant.testbed.kube_select import combine, field_matcher, label_matcher
 from lucidgrant.testbed.kube_store import (
     CRD_KEY,
     JSON_PATCH,
     NAMESPACES_KEY,
+    Check,
     Gone,
+    History,
+    Signal,
     Store,
     Watcher,
     dumps,
@@ -44,6 +58,7 @@ from lucidgrant.testbed.kube_store import (
 from lucidgrant.testbed.kube_types import JSON, ResourceType
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 _KUBE_VERSION = {
@@ -72,6 +87,7 @@ class RequestRecord:
     code: int = 0
     # Tells the operator's calls from a test's own in an RBAC check.
     user_agent: str = ""
+    user: str = ""
 
 
 @dataclass
@@ -79,8 +95,18 @@ class Fault:
     method: str
     pattern: re.Pattern[str]
     status: int
-    remaining: int
+    remaining: int  # answers left; unlimited until `until` when that is set
     delay: float
+    verbs: frozenset[str]  # empty: any verb
+    until: float | None  # time.monotonic() deadline of a window fault
+    message: str
+
+    def matches(self, method: str, path: str, verb: str) -> bool:
+        return (
+            self.method in ("*", method)
+            and (not self.verbs or verb in self.verbs)
+            and bool(self.pattern.search(path))
+        )
 
 
 class Faults:
@@ -99,25 +125,58 @@ class Faults:
         status: int = 500,
         count: int = 1,
         delay: float = 0.0,
+        *,
+        verbs: Sequence[str] = (),
+        seconds: float | None = None,
+        message: str = "",
     ) -> None:
-        """Answer the next `count` requests matching method ("*" for any) and the regex (searched
-        in path and query) with `status`, after `delay` seconds; status 0 only delays them."""
-        fault = Fault(method.upper(), re.compile(path_regex), status, count, delay)
+        """Answer the next `count` requests matching method ("*" for any), the regex (searched
+        in path and query) and, if given, the verbs ("list", "watch", ...) with `status`, after
+        `delay` seconds; status 0 only delays them. With `seconds`, every matching request
+        answers so for that long instead of `count` times."""
+        until = None if seconds is None else time.monotonic() + seconds
+        fault = Fault(
+            method.upper(),
+            re.compile(path_regex),
+            status,
+            count,
+            delay,
+            frozenset(verbs),
+            until,
+            message,
+        )
         with self._lock:
             self._faults.append(fault)
+
+    def storage_unavailable(self, seconds: float, status: int = 503, path_regex: str = "") -> None:
+        """Lists and watches fail for `seconds`, as while the API server's watch cache is not
+        ready (storage/cacher/cacher.go: 429 `storage is (re)initializing` with
+        retryAfterSeconds 1 on current servers, 503 on older ones and behind a load balancer
+        with the server gone) or etcd fails (500)."""
+        message = (
+            "storage is (re)initializing"
+            if status == 429
+            else "the server is currently unable to handle the request"
+        )
+        self.add(
+            "GET", path_regex, status, verbs=("list", "watch"), seconds=seconds, message=message
+        )
 
     def clear(self) -> None:
         with self._lock:
             self._faults.clear()
             self.unreachable = False
 
-    def take(self, method: str, path: str) -> Fault | None:
+    def take(self, method: str, path: str, verb: str) -> Fault | None:
+        now = time.monotonic()
         with self._lock:
+            self._faults = [f for f in self._faults if f.until is None or f.until > now]
             for fault in self._faults:
-                if fault.method in ("*", method) and fault.pattern.search(path):
-                    fault.remaining -= 1
-                    if fault.remaining <= 0:
-                        self._faults.remove(fault)
+                if fault.matches(method, path, verb):
+                    if fault.until is None:
+                        fault.remaining -= 1
+                        if fault.remaining <= 0:
+                            self._faults.remove(fault)
                     return fault
         return None
 
@@ -148,7 +207,8 @@ def _not_found() -> ApiError:
     return ApiError(404, "NotFound", "the server could not find the requested resource")
 
 
-def _crd_documents(paths: Sequence[pathlib.Path]) -> list[JSON]:
+def _documents(paths: Sequence[pathlib.Path]) -> list[JSON]:
+    """Every YAML/JSON object in these files (directories: their files, sorted)."""
     files: list[pathlib.Path] = []
     for path in paths:
         if path.is_dir():
@@ -159,27 +219,39 @@ def _crd_documents(paths: Sequence[pathlib.Path]) -> list[JSON]:
         doc
         for file in files
         for doc in yaml.safe_load_all(file.read_text())
-        if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition"
+        if isinstance(doc, dict) and doc.get("kind")
     ]
 
 
 class KubeAPI:
     """The emulated API server. Start it with `await start()`, or in a thread with
-    `lucidgrant.testbed.threaded.running_in_thread(KubeAPI(...))`."""
+    `lucidgrant.testbed.threaded.running_in_thread(KubeAPI(...))`.
+
+    `manifests` are created at start, after the CRDs (kinds the emulator does not serve, such
+    as Deployments, are skipped). Requests are authorized by RBAC from the RBAC objects stored;
+    a request with no credentials is the cluster admin (the tests' own clients), a bearer token
+    from `token_for()` is that user. `admission` names optional admission plugins to switch on
+    (OwnerReferencesPermissionEnforcement; kube-apiserver has it off by default, OpenShift on).
+    """
 
     def __init__(
         self,
         crd_paths: Sequence[pathlib.Path] = (),
         *,
-        history_size: int = 10_000,
-        bookmark_interval: float = 1.0,
+        manifests: Sequence[pathlib.Path] = (),
+        admission: Sequence[str] = (),
+        history: History | None = None,
+        bookmark_interval: float = 60.0,
         namespaces: Sequence[str] = ("default", "kube-system", "kube-public"),
     ) -> None:
-        self.store = Store(history_size)
+        self.store = Store(history)
         self.faults = Faults()
         self.requests: list[RequestRecord] = []
         self.bookmark_interval = bookmark_interval
         self._crd_paths = list(crd_paths)
+        self._manifests = list(manifests)
+        self.admission = set(admission)
+        self._tokens: dict[str, User] = {}
         self._namespaces = list(namespaces)
         self._runner: web.AppRunner | None = None
         self._url = ""
@@ -193,8 +265,10 @@ class KubeAPI:
         for name in self._namespaces:
             self.store.create(namespaces, "", {"metadata": {"name": name}}, "v1")
         crds = self.store.types[CRD_KEY]
-        for doc in _crd_documents(self._crd_paths):
-            self.store.create(crds, "", doc, "v1")
+        for doc in _documents(self._crd_paths):
+            if doc["kind"] == "CustomResourceDefinition":
+                self.store.create(crds, "", doc, "v1")
+        self._apply(_documents(self._manifests))
         app = web.Application(client_max_size=4 * 1024 * 1024)
         app.router.add_get("/_emulator/stats", self._emulator_stats)
         app.router.add_route("*", "/{tail:.*}", self._handle)
@@ -221,13 +295,26 @@ class KubeAPI:
     def url(self) -> str:
         return self._url
 
-    def write_kubeconfig(self, path: pathlib.Path, namespace: str = "default") -> pathlib.Path:
-        """A kubeconfig with a token user that the `kubernetes` client and kopf accept as is."""
+    def token_for(self, user: User) -> str:
+        """A bearer token that authenticates as `user`."""
+        for token, known in self._tokens.items():
+            if known == user:
+                return token
+        token = secrets.token_urlsafe(16)
+        self._tokens[token] = user
+        return token
+
+    def write_kubeconfig(
+        self, path: pathlib.Path, namespace: str = "default", user: User = ADMIN
+    ) -> pathlib.Path:
+        """A kubeconfig with a token user that the `kubernetes` client and kopf accept as is;
+        `user` is whom the token authenticates as (`kube_rbac.service_account(ns, name)` for
+        an operator held to its RBAC)."""
         config = {
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
-            "users": [{"name": "emulator", "user": {"token": "emulator-token"}}],
+            "users": [{"name": "emulator", "user": {"token": self.token_for(user)}}],
             "contexts": [
                 {
                     "name": "emulator",
@@ -239,6 +326,21 @@ class KubeAPI:
         path = pathlib.Path(path)
         path.write_text(yaml.safe_dump(config))
         return path
+
+    def apply(self, documents: Sequence[JSON]) -> None:
+        """Create these objects as the admin would (kinds not served are skipped). Callable
+        from any thread."""
+        self._call(lambda: self._apply(documents))
+
+    def _apply(self, documents: Sequence[JSON]) -> None:
+        for doc in documents:
+            api_version = str(doc.get("apiVersion", ""))
+            group, _, version = api_version.rpartition("/")
+            rt = next((t for t in self.store.types.values() if t.kind == doc.get("kind")), None)
+            if rt is None or rt.group != group or version not in rt.versions:
+                continue
+            namespace = (doc.get("metadata") or {}).get("namespace") or "default"
+            self.store.create(rt, namespace if rt.namespaced else "", doc, version)
 
     # --- direct access for tests ---------------------------------------------------------
 
@@ -273,45 +375,80 @@ class KubeAPI:
 
     def drop_watches(self) -> int:
         """Cut every open watch stream abruptly; returns how many. Callable from any thread."""
+        return self._signal("drop")
+
+    def watch_error(self, code: int = 500, message: str = "") -> int:
+        """End every open watch stream with an in-stream `ERROR` event, as the API server does
+        when etcd fails under a watch (storage/etcd3/watcher.go sends the error, then closes);
+        returns how many. Callable from any thread."""
+        error = for_code(code, message or "etcdserver: request timed out")
+        error.message = (
+            f"Internal error occurred: {error.message}" if code == 500 else error.message
+        )
+        return self._signal(error)
+
+    def restart(self) -> int:
+        """What a restart of the API server does to watchers: every stream is cut and the watch
+        history is gone, so each resume from an older resourceVersion answers 410 Gone and the
+        client lists again. Returns how many streams were cut. Callable from any thread."""
+        return self._call(self._restart)
+
+    def _restart(self) -> int:
+        self.store.compact()
+        return self.store.signal_watchers("drop")
+
+    def _signal(self, item: Signal | ApiError) -> int:
+        return self._call(lambda: self.store.signal_watchers(item))
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the server's loop (the store is not thread-safe) and return its result."""
         loop = self._loop
         if loop is None:
-            return 0
+            raise RuntimeError("the emulated API server is not running")
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
         if running is loop:
-            return self.store.signal_watchers("drop")
-        future = asyncio.run_coroutine_threadsafe(self._drop_watches(), loop)
-        return future.result(timeout=10)
+            return fn()
 
-    async def _drop_watches(self) -> int:
-        return self.store.signal_watchers("drop")
+        async def call() -> T:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(call(), loop).result(timeout=10)
 
     # --- HTTP ----------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if self.faults.unreachable:
             self._cut(request)
-        fault = self.faults.take(request.method, request.path_qs)
         parsed: Target | JSON | ApiError
         try:
             parsed = self._parse(request.path)
         except ApiError as e:
             parsed = e
         record = self._record(request, parsed) if isinstance(parsed, Target) else None
+        verb = record.verb if record is not None else request.method.lower()
+        fault = self.faults.take(request.method, request.path_qs, verb)
         try:
             if fault is not None:
                 if fault.delay:
                     await asyncio.sleep(fault.delay)
                 if fault.status:
-                    raise for_code(fault.status)
+                    raise for_code(fault.status, fault.message)
                 if self.faults.unreachable:  # switched on while this request was delayed
                     self._cut(request)
+            user = self._authenticate(request)
+            if record is not None:
+                record.user = user.name
             if isinstance(parsed, ApiError):
                 raise parsed
+            attrs = self._attributes(request, user, record)
+            allowed, reason = self._allowed(attrs)
+            if not allowed:
+                raise denied(attrs, reason)
             if isinstance(parsed, Target):
-                response = await self._dispatch(request, parsed, record)
+                response = await self._dispatch(request, parsed, record, attrs)
             else:
                 response = _json(parsed)
         except ApiError as e:
@@ -319,6 +456,67 @@ class KubeAPI:
         if record is not None and not record.code:
             record.code = response.status
         return response
+
+    def _authenticate(self, request: web.Request) -> User:
+        header = request.headers.get("Authorization")
+        if header is None:
+            return ADMIN  # the tests' own clients
+        scheme, _, token = header.partition(" ")
+        user = self._tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+        if user is None:
+            raise ApiError(401, "Unauthorized", "Unauthorized")
+        return user
+
+    def _attributes(
+        self, request: web.Request, user: User, record: RequestRecord | None
+    ) -> Attributes:
+        if record is None:
+            return Attributes(user, request.method.lower(), path=request.path)
+        name = record.name
+        if not name and record.verb in ("list", "watch"):
+            # A list or watch of one object by name is authorized as for that name.
+            fields = request.query.get("fieldSelector", "")
+            if fields.startswith("metadata.name=") and "," not in fields:
+                name = fields.removeprefix("metadata.name=")
+        return Attributes(
+            user,
+            record.verb,
+            record.group,
+            record.resource,
+            record.subresource,
+            record.namespace,
+            name,
+        )
+
+    def _allowed(self, attrs: Attributes) -> tuple[bool, str]:
+        store = self.store
+
+        def lookup(kind: str, namespace: str, name: str) -> JSON | None:
+            rt = store.types[(RBAC_GROUP, kind.lower() + "s")]
+            return store.find(rt, namespace, name)
+
+        def listing(kind: str, namespace: str) -> list[JSON]:
+            rt = store.types[(RBAC_GROUP, kind.lower() + "s")]
+            return list(store.items(rt, namespace or None))
+
+        return authorize(attrs, lookup, listing)
+
+    def _admission(self, attrs: Attributes) -> Check | None:
+        """The validating admission plugins switched on, for writes by `attrs.user`."""
+        if OWNER_REFERENCES_PERMISSION_ENFORCEMENT not in self.admission:
+            return None
+
+        def resource_of(api_version: str, kind: str) -> str | None:
+            group, _, version = api_version.rpartition("/")
+            for rt in self.store.types.values():
+                if rt.group == group and rt.kind == kind and version in rt.versions:
+                    return rt.plural
+            return None
+
+        def check(obj: JSON, old: JSON | None) -> None:
+            owner_reference_check(attrs, obj, old, resource_of, self._allowed)
+
+        return check
 
     def _cut(self, request: web.Request) -> NoReturn:
         """Close the connection without an answer, as an unreachable server would."""
@@ -330,6 +528,8 @@ class KubeAPI:
         if request.method == "GET":
             watch = request.query.get("watch") in ("true", "1")
             verb = "get" if target.name else "watch" if watch else "list"
+        elif request.method == "DELETE" and not target.name:
+            verb = "deletecollection"
         else:
             verb = _VERBS.get(request.method, request.method.lower())
         record = RequestRecord(
@@ -425,9 +625,14 @@ class KubeAPI:
             raise bad_request("the request body is not valid JSON") from None
 
     async def _dispatch(
-        self, request: web.Request, target: Target, record: RequestRecord | None
+        self,
+        request: web.Request,
+        target: Target,
+        record: RequestRecord | None,
+        attrs: Attributes,
     ) -> web.StreamResponse:
         store, rt = self.store, target.rt
+        check = self._admission(attrs)
         namespace = target.namespace or ""
         method = request.method
         api_version = rt.api_version(target.version)
@@ -440,17 +645,26 @@ class KubeAPI:
         if method == "POST" and not target.name:
             if rt.namespaced and target.namespace is None:
                 raise _not_found()
-            obj = store.create(rt, namespace, await self._body(request), target.version)
+            obj = store.create(rt, namespace, await self._body(request), target.version, check)
             return _json(render(obj, api_version), 201)
         if method == "PUT" and target.name:
             body = await self._body(request)
-            obj = store.update(rt, namespace, target.name, body, target.version, target.subresource)
+            obj = store.update(
+                rt, namespace, target.name, body, target.version, target.subresource, check
+            )
             return _json(render(obj, api_version))
         if method == "PATCH" and target.name:
             content_type = request.headers.get("Content-Type", JSON_PATCH).split(";")[0].strip()
             body = await self._body(request)
             obj = store.patch(
-                rt, namespace, target.name, content_type, body, target.version, target.subresource
+                rt,
+                namespace,
+                target.name,
+                content_type,
+                body,
+                target.version,
+                target.subresource,
+                check,
             )
             return _json(render(obj, api_version))
         if method == "DELETE" and target.name and not target.subresource:
@@ -579,6 +793,9 @@ class KubeAPI:
                 await response.write(self._bookmark(watcher, api_version))
                 next_bookmark = loop.time() + self.bookmark_interval
                 continue
+            if isinstance(item, ApiError):
+                await response.write(dumps({"type": "ERROR", "object": item.status()}) + b"\n")
+                return
             if item == "close":
                 return
             if item == "drop":
@@ -622,7 +839,7 @@ def _list_key(obj: JSON) -> tuple[str, str]:
 async def _serve(args: argparse.Namespace) -> None:
     kube = KubeAPI(
         [pathlib.Path(p) for p in args.crds],
-        history_size=args.history_size,
+        history=History(most=args.history_size, seconds=args.history_seconds),
         bookmark_interval=args.bookmark_interval,
     )
     await kube.start(args.host, args.port)
@@ -648,8 +865,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--crds", action="append", default=[], help="CRD file or directory")
     parser.add_argument("--kubeconfig", help="write a kubeconfig pointing here to this path")
     parser.add_argument("--namespace", default="default", help="the kubeconfig's namespace")
-    parser.add_argument("--history-size", type=int, default=10_000)
-    parser.add_argument("--bookmark-interval", type=float, default=1.0)
+    parser.add_argument(
+        "--history-size", type=int, default=History.most, help="most watch events kept per type"
+    )
+    parser.add_argument(
+        "--history-seconds",
+        type=float,
+        default=History.seconds,
+        help="watch events older than this may be forgotten (resumes then answer 410 Gone)",
+    )
+    parser.add_argument("--bookmark-interval", type=float, default=60.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     asyncio.run(_serve(args))

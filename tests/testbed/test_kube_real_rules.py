@@ -1,0 +1,549 @@
+"""The real API server's rules that the emulator learned from kubernetes/kubernetes, each test
+naming the source file that has the rule: list/watch failures, watch history and restarts,
+RBAC and the OwnerReferencesPermissionEnforcement admission plugin, deletion propagation and
+namespace deletion, and object metadata validation."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from lucidgrant.testbed.kube_rbac import (
+    OWNER_REFERENCES_PERMISSION_ENFORCEMENT,
+    User,
+    service_account,
+)
+from lucidgrant.testbed.kube_store import History
+from lucidgrant.testbed.kubeapi import KubeAPI
+from lucidgrant.testbed.threaded import running_in_thread
+
+from .test_kubeapi import GADGET_SCHEMA, GROUP, VERSION, crd, wait_for
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SECRETS = "/api/v1/namespaces/{ns}/secrets"
+GADGETS = f"/apis/{GROUP}/{VERSION}/namespaces/{{ns}}/gadgets"
+OPERATOR = service_account("ops", "op")
+
+
+@pytest.fixture
+def crd_file(tmp_path: pathlib.Path) -> pathlib.Path:
+    path = tmp_path / "gadgets.yaml"
+    path.write_text(yaml.safe_dump(crd("gadgets", "Gadget", GADGET_SCHEMA)))
+    return path
+
+
+class Served:
+    """An emulator in a thread, with an admin httpx client and clients for other users."""
+
+    def __init__(self, kube: KubeAPI) -> None:
+        self.kube = kube
+        self.admin = httpx.Client(base_url=kube.url, timeout=10)
+
+    def as_user(self, user: User) -> httpx.Client:
+        token = self.kube.token_for(user)
+        return httpx.Client(
+            base_url=self.kube.url, timeout=10, headers={"Authorization": f"Bearer {token}"}
+        )
+
+    def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = self.admin.post(path, json=body)
+        assert response.status_code == 201, response.text
+        return dict(response.json())
+
+    def close(self) -> None:
+        self.admin.close()
+
+
+@pytest.fixture
+def serve(crd_file: pathlib.Path) -> Iterator[Any]:
+    running: list[Any] = []
+
+    def start(**options: Any) -> Served:
+        context = running_in_thread(KubeAPI([crd_file], **options))
+        kube, _ = context.__enter__()
+        served = Served(kube)
+        running.append((context, served))
+        return served
+
+    yield start
+    for context, served in running:
+        served.close()
+        context.__exit__(None, None, None)
+
+
+def secret(name: str, **meta: Any) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, **meta}}
+
+
+def watch_lines(url: str, params: dict[str, str]) -> Iterator[dict[str, Any]]:
+    with httpx.stream("GET", url, params={"watch": "true", **params}, timeout=10) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            yield json.loads(line)
+
+
+# --- 1. list and watch failures ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [503, 429])
+def test_lists_and_watches_fail_for_a_window_while_gets_succeed(serve: Any, status: int) -> None:
+    """storage/cacher/cacher.go (and cacher/ready.go): while the watch cache is not ready, lists
+    and watches are refused (429 `storage is (re)initializing` with retryAfterSeconds 1 on
+    current servers, 503 on older ones), while a get by name is served from etcd."""
+    s = serve()
+    s.create(SECRETS.format(ns="default"), secret("a"))
+    s.kube.faults.storage_unavailable(1.0, status=status)
+    listed = s.admin.get(SECRETS.format(ns="default"))
+    assert listed.status_code == status
+    assert listed.json()["code"] == status
+    watched = s.admin.get(SECRETS.format(ns="default"), params={"watch": "true"})
+    assert watched.status_code == status
+    if status == 429:
+        assert listed.json()["message"] == "storage is (re)initializing"
+        assert listed.json()["details"]["retryAfterSeconds"] == 1
+    assert s.admin.get(SECRETS.format(ns="default") + "/a").status_code == 200
+    wait_for(lambda: s.admin.get(SECRETS.format(ns="default")).status_code == 200, timeout=5)
+
+
+def test_watch_error_ends_the_stream_with_an_in_stream_500(serve: Any) -> None:
+    """storage/etcd3/watcher.go: an etcd failure under a watch is sent as an `ERROR` event
+    carrying a Status (500 InternalError), and the stream ends."""
+    s = serve()
+    lines: list[dict[str, Any]] = []
+
+    def read() -> None:
+        url = s.kube.url + SECRETS.format(ns="default")
+        lines.extend(watch_lines(url, {"timeoutSeconds": "10"}))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    wait_for(lambda: s.kube.counts()[("watch", "secrets")] == 1)
+    assert s.kube.watch_error() == 1
+    reader.join(5)
+    assert not reader.is_alive(), "the stream ends after the error"
+    assert [e["type"] for e in lines] == ["ERROR"]
+    status = lines[0]["object"]
+    assert (status["code"], status["reason"]) == (500, "InternalError")
+    assert status["message"].startswith("Internal error occurred: ")
+
+
+# --- 4. watch history, restarts, bookmarks -------------------------------------------------
+
+
+def test_restart_answers_410_to_every_resume_and_a_fresh_list_resumes(serve: Any) -> None:
+    """storage/cacher/watch_cache.go: a restarted server's watch cache starts at the current
+    resourceVersion; a resume from before answers 410 Gone ("too old resource version") in the
+    stream, and the client must list again."""
+    s = serve()
+    listed = s.admin.get(SECRETS.format(ns="default")).json()
+    old_rv = listed["metadata"]["resourceVersion"]
+    s.create(SECRETS.format(ns="default"), secret("a"))
+    s.kube.restart()
+    url = s.kube.url + SECRETS.format(ns="default")
+    events = list(watch_lines(url, {"resourceVersion": old_rv, "timeoutSeconds": "1"}))
+    assert [(e["type"], e["object"]["code"]) for e in events] == [("ERROR", 410)]
+    assert "too old resource version" in events[0]["object"]["message"]
+    fresh = s.admin.get(SECRETS.format(ns="default")).json()["metadata"]["resourceVersion"]
+    s.create(SECRETS.format(ns="default"), secret("b"))
+    events = list(watch_lines(url, {"resourceVersion": fresh, "timeoutSeconds": "1"}))
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "b")]
+
+
+def test_history_keeps_a_time_window_beyond_its_least_size(serve: Any) -> None:
+    """storage/cacher/watch_cache.go (resizeCacheLocked, eventFreshDuration 75 s): the cache
+    keeps fresh events and lets old ones go once it is full; a resume from a forgotten
+    resourceVersion answers 410 Gone. Here: at least 2 events, fresh for 0.3 s."""
+    s = serve(history=History(least=2, seconds=0.3))
+    first = s.create(SECRETS.format(ns="default"), secret("s0"))["metadata"]["resourceVersion"]
+    url = s.kube.url + SECRETS.format(ns="default")
+    for i in (1, 2):
+        s.create(SECRETS.format(ns="default"), secret(f"s{i}"))
+    # Within the window all three events are kept, beyond the least size.
+    events = list(watch_lines(url, {"resourceVersion": first, "timeoutSeconds": "0.2"}))
+    assert [e["object"]["metadata"]["name"] for e in events] == ["s1", "s2"]
+    count = iter(range(3, 100))
+
+    def forgotten() -> bool:
+        s.create(SECRETS.format(ns="default"), secret(f"s{next(count)}"))
+        found = list(watch_lines(url, {"resourceVersion": first, "timeoutSeconds": "0.1"}))
+        return found[0]["type"] == "ERROR" and found[0]["object"]["code"] == 410
+
+    wait_for(forgotten, timeout=10)
+    assert KubeAPI().store.history == History(least=100, seconds=75.0, most=102_400)
+
+
+def test_bookmarks_come_once_a_minute_by_default(serve: Any) -> None:
+    """storage/cacher/cacher.go (bookmarkFrequency = time.Minute): a watch asking for bookmarks
+    gets one about once a minute, not every second."""
+    s = serve()
+    assert s.kube.bookmark_interval == 60.0
+    url = s.kube.url + SECRETS.format(ns="default")
+    events = list(watch_lines(url, {"allowWatchBookmarks": "true", "timeoutSeconds": "1.5"}))
+    assert events == []
+
+
+# --- 2. authorization and admission ----------------------------------------------------------
+
+
+def rbac(kind: str, name: str, namespace: str | None = None, **rest: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if namespace:
+        meta["namespace"] = namespace
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind, "metadata": meta, **rest}
+
+
+def binding(kind: str, name: str, role_kind: str, role: str, ns: str | None = None) -> Any:
+    return rbac(
+        kind,
+        name,
+        ns,
+        roleRef={"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role},
+        subjects=[{"kind": "ServiceAccount", "name": "op", "namespace": "ops"}],
+    )
+
+
+def forbidden(response: httpx.Response) -> str:
+    assert response.status_code == 403, response.text
+    body = response.json()
+    assert (body["kind"], body["status"], body["reason"]) == ("Status", "Failure", "Forbidden")
+    return str(body["message"])
+
+
+def test_rbac_rules_verbs_groups_subresources_names_and_namespaces(serve: Any) -> None:
+    """plugin/pkg/auth/authorizer/rbac/rbac.go and pkg/apis/rbac/v1/evaluation_helpers.go:
+    a Role bound in a namespace grants only there, a ClusterRole bound cluster-wide grants
+    everywhere; verbs, apiGroups, resources (`<resource>/<subresource>` for a subresource,
+    `*/status`) and resourceNames must all match. The 403 message is
+    endpoints/handlers/responsewriters/errors.go's, wrapped by apierrors.NewForbidden."""
+    s = serve()
+    s.kube.apply(
+        [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}},
+            rbac(
+                "Role",
+                "r",
+                "team",
+                rules=[
+                    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list"]},
+                    {
+                        "apiGroups": [""],
+                        "resources": ["secrets"],
+                        "resourceNames": ["named"],
+                        "verbs": ["patch"],
+                    },
+                ],
+            ),
+            binding("RoleBinding", "rb", "Role", "r", "team"),
+            rbac(
+                "ClusterRole",
+                "cr",
+                rules=[{"apiGroups": [GROUP], "resources": ["*/status"], "verbs": ["patch"]}],
+            ),
+            binding("ClusterRoleBinding", "crb", "ClusterRole", "cr"),
+            binding("ClusterRoleBinding", "dangling", "ClusterRole", "missing"),
+        ]
+    )
+    for ns in ("team", "default"):
+        s.create(SECRETS.format(ns=ns), secret("named"))
+        s.create(GADGETS.format(ns=ns), {"metadata": {"name": "g"}, "spec": {}})
+    op = s.as_user(OPERATOR)
+    user = 'User "system:serviceaccount:ops:op"'
+    assert op.get(SECRETS.format(ns="team") + "/named").status_code == 200
+    assert op.get(SECRETS.format(ns="team")).status_code == 200
+    assert forbidden(op.get(SECRETS.format(ns="default"))) == (
+        f'secrets is forbidden: {user} cannot list resource "secrets" in API group "" in the '
+        'namespace "default": RBAC: clusterrole.rbac.authorization.k8s.io "missing" not found'
+    )
+    assert forbidden(op.get("/api/v1/secrets")).startswith(
+        f'secrets is forbidden: {user} cannot list resource "secrets" in API group "" at the '
+        "cluster scope"
+    )
+    merge = {"Content-Type": "application/merge-patch+json"}
+    patch = {"metadata": {"labels": {"a": "b"}}}
+    assert op.patch(SECRETS.format(ns="team") + "/named", json=patch, headers=merge).is_success
+    s.create(SECRETS.format(ns="team"), secret("other"))
+    denied = op.patch(SECRETS.format(ns="team") + "/other", json=patch, headers=merge)
+    assert forbidden(denied).startswith(
+        f'secrets "other" is forbidden: {user} cannot patch resource "secrets" in API group ""'
+    )
+    assert forbidden(op.post(SECRETS.format(ns="team"), json=secret("new")))
+    status = {"status": {"seen": True}}
+    gadget = GADGETS.format(ns="default") + "/g"
+    assert op.patch(gadget + "/status", json=status, headers=merge).is_success
+    assert forbidden(op.patch(gadget, json=patch, headers=merge)) == (
+        f'gadgets.{GROUP} "g" is forbidden: {user} cannot patch resource "gadgets" in API group '
+        f'"{GROUP}" in the namespace "default": RBAC: clusterrole.rbac.authorization.k8s.io '
+        '"missing" not found'
+    )
+    # Discovery is open to every authenticated user (bootstrappolicy/policy.go).
+    assert op.get("/api/v1").status_code == 200
+    assert op.get("/version").status_code == 200
+    # An unknown token is not a user at all.
+    stranger = httpx.get(s.kube.url + "/api/v1", headers={"Authorization": "Bearer nope"})
+    assert (stranger.status_code, stranger.json()["reason"]) == (401, "Unauthorized")
+    ops = [r for r in s.kube.requests if r.user == OPERATOR.name]
+    assert {r.code for r in ops} == {200, 403}
+
+
+def test_deployed_rbac_manifests_are_what_the_operator_may_do(serve: Any) -> None:
+    """deploy/base/rbac.yaml loaded as manifests and enforced for the operator's
+    ServiceAccount: the Lease rule's resourceNames admit only `lucidgrant-leader`
+    (rbac/v1/evaluation_helpers.go ResourceNameMatches; create cannot be limited by name)."""
+    s = serve(
+        manifests=[ROOT / "deploy/base/namespace.yaml", ROOT / "deploy/base/rbac.yaml"],
+    )
+    op = s.as_user(service_account("lucidgrant-system", "lucidgrant"))
+    leases = "/apis/coordination.k8s.io/v1/namespaces/lucidgrant-system/leases"
+    for name in ("lucidgrant-leader", "shard-a"):
+        body = {"metadata": {"name": name}, "spec": {"holderIdentity": "x"}}
+        assert op.post(leases, json=body).status_code == 201
+    assert op.get(f"{leases}/lucidgrant-leader").status_code == 200
+    message = forbidden(op.get(f"{leases}/shard-a"))
+    assert 'cannot get resource "leases" in API group "coordination.k8s.io"' in message
+    assert forbidden(op.get("/apis/coordination.k8s.io/v1/namespaces/default/leases/x"))
+    grants = "/apis/lucidgrant.dev/v1alpha1/namespaces/default/lucidgrants"
+    assert op.get(SECRETS.format(ns="default")).status_code == 200
+    assert forbidden(op.put(SECRETS.format(ns="default") + "/x", json=secret("x")))
+    # Allowed by the ClusterRole; not served here (no CRD loaded).
+    assert op.get(grants).status_code == 404
+
+
+def test_block_owner_deletion_needs_update_on_the_owners_finalizers(serve: Any) -> None:
+    """plugin/pkg/admission/gc/gc_admission.go (OwnerReferencesPermissionEnforcement, off in
+    kube-apiserver by default, on in OpenShift): setting `blockOwnerDeletion: true` needs
+    `update` on `<owner resource>/finalizers`; changing ownerReferences on an update needs
+    `delete` on the object itself."""
+    s = serve(admission=[OWNER_REFERENCES_PERMISSION_ENFORCEMENT])
+    s.kube.apply(
+        [
+            rbac(
+                "ClusterRole",
+                "writer",
+                rules=[{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "patch"]}],
+            ),
+            binding("ClusterRoleBinding", "writer", "ClusterRole", "writer"),
+        ]
+    )
+    owner = s.create(GADGETS.format(ns="default"), {"metadata": {"name": "g"}, "spec": {}})
+    ref = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Gadget",
+        "name": "g",
+        "uid": owner["metadata"]["uid"],
+    }
+    op = s.as_user(OPERATOR)
+    plain = secret("plain", ownerReferences=[ref])
+    assert op.post(SECRETS.format(ns="default"), json=plain).status_code == 201
+    blocking = secret("blocking", ownerReferences=[{**ref, "blockOwnerDeletion": True}])
+    assert forbidden(op.post(SECRETS.format(ns="default"), json=blocking)) == (
+        'secrets "blocking" is forbidden: cannot set blockOwnerDeletion if an ownerReference '
+        "refers to a resource you can't set finalizers on: , <nil>"
+    )
+    merge = {"Content-Type": "application/merge-patch+json"}
+    unowned = {"metadata": {"ownerReferences": None}}
+    assert forbidden(
+        op.patch(SECRETS.format(ns="default") + "/plain", json=unowned, headers=merge)
+    ).endswith("cannot set an ownerRef on a resource you can't delete: , <nil>")
+    s.kube.apply(
+        [
+            rbac(
+                "Role",
+                "finalizer",
+                "default",
+                rules=[
+                    {"apiGroups": [GROUP], "resources": ["gadgets/finalizers"], "verbs": ["update"]}
+                ],
+            ),
+            binding("RoleBinding", "finalizer", "Role", "finalizer", "default"),
+        ]
+    )
+    assert op.post(SECRETS.format(ns="default"), json=blocking).status_code == 201
+    # Without the plugin (kube-apiserver's default) the same create is admitted.
+    bare = serve()
+    bare.kube.apply(
+        [
+            rbac(
+                "ClusterRole",
+                "writer",
+                rules=[{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}],
+            ),
+            binding("ClusterRoleBinding", "writer", "ClusterRole", "writer"),
+        ]
+    )
+    owner = bare.create(GADGETS.format(ns="default"), {"metadata": {"name": "g"}, "spec": {}})
+    ref["uid"] = owner["metadata"]["uid"]
+    blocking = secret("blocking", ownerReferences=[{**ref, "blockOwnerDeletion": True}])
+    assert bare.as_user(OPERATOR).post(SECRETS.format(ns="default"), json=blocking).is_success
+
+
+# --- 3. deletion propagation ----------------------------------------------------------------
+
+
+def owned(name: str, owner: dict[str, Any], *, block: bool, **meta: Any) -> dict[str, Any]:
+    ref = {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+        "blockOwnerDeletion": block,
+    }
+    return secret(name, ownerReferences=[ref], **meta)
+
+
+def test_foreground_deletion_removes_dependents_before_the_owner(serve: Any) -> None:
+    """apiserver/pkg/registry/generic/registry/store.go (deletionFinalizersForGarbageCollection)
+    adds `foregroundDeletion` for propagationPolicy=Foreground; the garbage collector
+    (pkg/controller/garbagecollector/garbagecollector.go) deletes the dependents and removes
+    the finalizer once no dependent with `blockOwnerDeletion: true` is left."""
+    s = serve()
+    gadgets = GADGETS.format(ns="default")
+    owner = s.create(gadgets, {"metadata": {"name": "g", "finalizers": ["test/hold"]}, "spec": {}})
+    s.create(SECRETS.format(ns="default"), owned("blocker", owner, block=True, finalizers=["t/k"]))
+    s.create(SECRETS.format(ns="default"), owned("free", owner, block=False))
+    deleted = s.admin.delete(f"{gadgets}/g", params={"propagationPolicy": "Foreground"})
+    assert deleted.status_code == 200
+    assert deleted.json()["metadata"]["finalizers"] == ["test/hold", "foregroundDeletion"]
+    wait_for(lambda: s.admin.get(SECRETS.format(ns="default") + "/free").status_code == 404)
+    blocker = s.admin.get(SECRETS.format(ns="default") + "/blocker").json()
+    assert blocker["metadata"]["deletionTimestamp"]
+    # The owner waits for the blocking dependent, with its own finalizer still on it.
+    assert s.admin.get(f"{gadgets}/g").json()["metadata"]["finalizers"] == [
+        "test/hold",
+        "foregroundDeletion",
+    ]
+    merge = {"Content-Type": "application/merge-patch+json"}
+    unhold = {"metadata": {"finalizers": None}}
+    s.admin.patch(SECRETS.format(ns="default") + "/blocker", json=unhold, headers=merge)
+
+    def waiting_on_own_finalizer() -> bool:
+        meta = s.admin.get(f"{gadgets}/g").json()["metadata"]
+        return bool(meta["finalizers"] == ["test/hold"])
+
+    wait_for(waiting_on_own_finalizer)
+    s.admin.patch(f"{gadgets}/g", json=unhold, headers=merge)
+    assert s.admin.get(f"{gadgets}/g").status_code == 404
+
+
+def test_orphan_deletion_keeps_dependents_without_the_owner(serve: Any) -> None:
+    """registry/store.go adds `orphan` for propagationPolicy=Orphan; the garbage collector
+    removes the owner from the dependents' ownerReferences, then the finalizer. An unknown
+    policy is refused (apis/meta/v1/validation/validation.go, ValidateDeleteOptions)."""
+    s = serve()
+    gadgets = GADGETS.format(ns="default")
+    owner = s.create(gadgets, {"metadata": {"name": "g"}, "spec": {}})
+    s.create(SECRETS.format(ns="default"), owned("kept", owner, block=True))
+    refused = s.admin.delete(f"{gadgets}/g", params={"propagationPolicy": "Sideways"})
+    assert refused.status_code == 422
+    assert s.admin.delete(f"{gadgets}/g", params={"propagationPolicy": "Orphan"}).is_success
+    wait_for(lambda: s.admin.get(f"{gadgets}/g").status_code == 404)
+    kept = s.admin.get(SECRETS.format(ns="default") + "/kept").json()
+    assert "ownerReferences" not in kept["metadata"]
+
+
+def test_namespace_deletion_deletes_secrets_without_waiting_for_finalizers(serve: Any) -> None:
+    """pkg/controller/namespace/deletion/namespaced_resources_deleter.go: the namespace
+    controller deletes every object in the namespace; objects without finalizers (Secrets) go
+    at once, objects with finalizers get a deletionTimestamp and the namespace waits for them."""
+    s = serve()
+    s.create("/api/v1/namespaces", {"metadata": {"name": "team"}})
+    gadgets = GADGETS.format(ns="team")
+    owner = s.create(gadgets, {"metadata": {"name": "g", "finalizers": ["test/hold"]}, "spec": {}})
+    s.create(SECRETS.format(ns="team"), owned("state", owner, block=True))
+    assert s.admin.delete("/api/v1/namespaces/team").is_success
+    wait_for(lambda: s.admin.get(SECRETS.format(ns="team") + "/state").status_code == 404)
+    waiting = s.admin.get(f"{gadgets}/g").json()
+    assert waiting["metadata"]["deletionTimestamp"]
+    assert s.admin.get("/api/v1/namespaces/team").json()["status"]["phase"] == "Terminating"
+    merge = {"Content-Type": "application/merge-patch+json"}
+    s.admin.patch(f"{gadgets}/g", json={"metadata": {"finalizers": None}}, headers=merge)
+    wait_for(lambda: s.admin.get("/api/v1/namespaces/team").status_code == 404)
+
+
+# --- 5. object metadata validation ----------------------------------------------------------
+
+
+def invalid(response: httpx.Response) -> list[tuple[str, str]]:
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["reason"] == "Invalid"
+    return [(c["field"], c["message"]) for c in body["details"]["causes"]]
+
+
+LONG = "a" * 64
+
+
+def test_labels_annotations_and_names_are_validated_with_the_servers_paths(serve: Any) -> None:
+    """apimachinery/pkg/api/validation/objectmeta.go (ValidateObjectMetaAccessor,
+    ValidateAnnotations: qualified-name keys, 256 KiB in total), apis/meta/v1/validation/
+    validation.go (ValidateLabels: keys qualified names, values ≤ 63 characters of
+    [-A-Za-z0-9_.] starting and ending alphanumeric), api/validate/content/kube.go and
+    util/validation/validation.go (the messages); Secrets and custom resources are named as
+    DNS subdomains (≤ 253 characters)."""
+    s = serve()
+    path = SECRETS.format(ns="default")
+    causes = invalid(s.admin.post(path, json=secret("a", labels={"grant": LONG})))
+    assert causes == [
+        ("metadata.labels", f'Invalid value: "{LONG}": must be no more than 63 characters')
+    ]
+    causes = invalid(s.admin.post(path, json=secret("a", labels={"bad key!": "-x"})))
+    assert [c[0] for c in causes] == ["metadata.labels", "metadata.labels"]
+    assert causes[0][1].startswith('Invalid value: "bad key!": name part must consist of ')
+    assert causes[1][1].startswith('Invalid value: "-x": a valid label must be an empty string ')
+    causes = invalid(s.admin.post(path, json=secret("a", annotations={"a/b/c": "x"})))
+    assert causes[0][0] == "metadata.annotations"
+    assert causes[0][1].startswith('Invalid value: "a/b/c": a valid label key must consist of')
+    big = {"a": "x" * (256 * 1024)}
+    assert invalid(s.admin.post(path, json=secret("a", annotations=big))) == [
+        ("metadata.annotations", "Too long: must have at most 262144 bytes")
+    ]
+    assert s.admin.post(path, json=secret("a", labels={"ok.example/k": "v" * 63})).is_success
+    merge = {"Content-Type": "application/merge-patch+json"}
+    patched = s.admin.patch(f"{path}/a", json={"metadata": {"labels": {"x": LONG}}}, headers=merge)
+    assert invalid(patched)[0][0] == "metadata.labels"
+    causes = invalid(s.admin.post(path, json=secret("Bad_Name")))
+    assert causes == [
+        (
+            "metadata.name",
+            'Invalid value: "Bad_Name": a lowercase RFC 1123 subdomain must consist of lower case '
+            "alphanumeric characters, '-' or '.', and must start and end with an alphanumeric "
+            "character (e.g. 'example.com', regex used for validation is "
+            "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
+        )
+    ]
+    long_name = "g" * 254
+    causes = invalid(
+        s.admin.post(GADGETS.format(ns="default"), json={"metadata": {"name": long_name}})
+    )
+    assert causes[0] == (
+        "metadata.name",
+        f'Invalid value: "{long_name}": must be no more than 253 characters',
+    )
+    assert s.admin.post(
+        GADGETS.format(ns="default"), json={"metadata": {"name": "g" * 253}, "spec": {}}
+    ).is_success
+
+
+def test_secret_data_keys_follow_the_config_key_rule(serve: Any) -> None:
+    """pkg/apis/core/validation/validation.go (ValidateSecret) with util/validation/
+    validation.go IsConfigMapKey: keys of [-._a-zA-Z0-9]+, at most 253 characters, not `.`,
+    `..` nor starting with `..`; the field is `data[<key>]`."""
+    s = serve()
+    path = SECRETS.format(ns="default")
+    for key, message in [
+        ("..", "must not be '..'"),
+        ("..x", "must not start with '..'"),
+        ("k" * 254, "must be no more than 253 characters"),
+        ("a b", "a valid config key must consist of alphanumeric characters, '-', '_' or '.'"),
+    ]:
+        body = {**secret("s"), "stringData": {key: "v"}}
+        causes = invalid(s.admin.post(path, json=body))
+        assert causes[0][0] == f"data[{key}]"
+        assert causes[0][1].startswith(f'Invalid value: "{key}": {message}')
+    assert s.admin.post(path, json={**secret("s"), "stringData": {"k" * 253: "v"}}).is_success
