@@ -173,7 +173,7 @@ def test_history_keeps_a_time_window_beyond_its_least_size(serve: Any) -> None:
     def forgotten() -> bool:
         s.create(SECRETS.format(ns="default"), secret(f"s{next(count)}"))
         found = list(watch_lines(url, {"resourceVersion": first, "timeoutSeconds": "0.1"}))
-        return found[0]["type"] == "ERROR" and found[0]["object"]["code"] == 410
+        return bool(found[0]["type"] == "ERROR" and found[0]["object"]["code"] == 410)
 
     wait_for(forgotten, timeout=10)
     assert KubeAPI().store.history == History(least=100, seconds=75.0, most=102_400)
