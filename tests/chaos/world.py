@@ -40,6 +40,7 @@ from tests.e2e.harness import (
     leaked,
     wait_for,
 )
+from tests.e2e.install import OPERATOR, installed
 
 from .results import report
 
@@ -360,7 +361,9 @@ def world(
     """A fresh API server, Lucid emulator and namespace; at the end every operator is stopped
     and everything they said is scanned for tokens."""
     with running_in_thread(KubeAPI([CRDS])) as (kube, _):
-        kubeconfig = kube.write_kubeconfig(tmp / "kubeconfig")
+        # deploy/'s namespaced install for NS, enforced: the operator runs as its ServiceAccount.
+        kube.apply(installed("namespaced", (NS,)))
+        kubeconfig = kube.write_kubeconfig(tmp / "kubeconfig", user=OPERATOR)
         lucid = LucidEmulator(access_ttl=size.access_ttl, refresh_ttl=refresh_ttl, clock=clock)
         lucid.add_client(CLIENT_ID, CLIENT_SECRET)
         with running_in_thread(lucid) as (emulator, _):

@@ -11,12 +11,38 @@ from lucidgrant.testbed.lucid import LucidEmulator
 from lucidgrant.testbed.threaded import running_in_thread
 
 from .harness import CLIENT_ID, CLIENT_SECRET, CRDS, Cluster, OperatorProcess, dump, leaked
+from .install import OPERATOR, installed
 
 
 @pytest.fixture
-def kube_api(tmp_path: Path) -> Iterator[tuple[KubeAPI, Path]]:
-    with running_in_thread(KubeAPI([CRDS])) as (api, _):
-        yield api, api.write_kubeconfig(tmp_path / "kubeconfig")
+def install_mode() -> str:
+    """How deploy/ is installed for the test (parametrize it to change): the operator runs
+    with --namespace default, so the namespaced install is the default."""
+    return "namespaced"
+
+
+@pytest.fixture
+def admission_plugins() -> tuple[str, ...]:
+    """Optional admission plugins switched on (parametrize it): none, as in kube-apiserver."""
+    return ()
+
+
+@pytest.fixture
+def kube_api(
+    tmp_path: Path, install_mode: str, admission_plugins: tuple[str, ...]
+) -> Iterator[tuple[KubeAPI, Path]]:
+    """The emulated API with deploy/'s RBAC enforced: the operator's kubeconfig authenticates
+    as its ServiceAccount (the tests' own clients, with no credentials, are the cluster
+    admin)."""
+    with running_in_thread(KubeAPI([CRDS], admission=admission_plugins)) as (api, _):
+        api.apply(installed(install_mode))
+        yield api, api.write_kubeconfig(tmp_path / "kubeconfig", user=OPERATOR)
+
+
+@pytest.fixture
+def admin_kubeconfig(kube_api: tuple[KubeAPI, Path], tmp_path: Path) -> Path:
+    """A kubeconfig for a person's kubectl: the cluster admin."""
+    return kube_api[0].write_kubeconfig(tmp_path / "admin-kubeconfig")
 
 
 @pytest.fixture

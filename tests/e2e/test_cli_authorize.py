@@ -59,7 +59,7 @@ def client_secret(cluster: Cluster) -> None:
 
 
 def test_authorize_writes_the_bootstrap_and_the_operator_adopts_it(
-    cluster, lucid, kube_api, start_operator
+    cluster, lucid, admin_kubeconfig, start_operator
 ):
     client_secret(cluster)
     assert cluster.create_grant("reporting", grant_spec()).status_code == 201
@@ -67,7 +67,7 @@ def test_authorize_writes_the_bootstrap_and_the_operator_adopts_it(
     wait_for(lambda: cluster.is_true("reporting", "ReauthorizationRequired"), what="awaiting")
 
     port = free_port()
-    env = env_for(kube_api[1], lucid)
+    env = env_for(admin_kubeconfig, lucid)
     done = run([*CLI, "authorize", "reporting", "-n", "default", "--port", str(port)], env)
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
@@ -89,14 +89,14 @@ def test_authorize_writes_the_bootstrap_and_the_operator_adopts_it(
     no_leaks(lucid, done.stdout, done.stderr)
 
 
-def test_dry_run_prints_the_manifest_and_writes_nothing(cluster, lucid, kube_api):
+def test_dry_run_prints_the_manifest_and_writes_nothing(cluster, lucid, admin_kubeconfig):
     client_secret(cluster)
     redirect = "https://ops.example.com/lucidgrant/callback"
     spec = grant_spec(redirectUri=redirect, authorization={"codeSecretRef": {"name": "code"}})
     assert cluster.create_grant("reporting", spec).status_code == 201
     before = cluster.grant("reporting")
 
-    env = env_for(kube_api[1], lucid)
+    env = env_for(admin_kubeconfig, lucid)
     done = run([*CLI, "authorize", "reporting", "--dry-run", "--port", str(free_port())], env)
     assert done.returncode == 0, done.stderr
     manifest = yaml.safe_load(done.stdout)
@@ -111,13 +111,13 @@ def test_dry_run_prints_the_manifest_and_writes_nothing(cluster, lucid, kube_api
 
 
 def test_kubectl_authorize_patches_a_grant_without_bootstrap(
-    cluster, lucid, kube_api, start_operator
+    cluster, lucid, admin_kubeconfig, start_operator
 ):
     client_secret(cluster)
     spec = grant_spec(tokenKind="account")
     del spec["authorization"]
     assert cluster.create_grant("acct", spec).status_code == 201
-    env = env_for(kube_api[1], lucid)
+    env = env_for(admin_kubeconfig, lucid)
     args = ["authorize", "acct", "--patch-grant", "--port", str(free_port())]
     done = run([*PLUGIN, *args], env)
     assert done.returncode == 0, done.stderr
@@ -131,11 +131,11 @@ def test_kubectl_authorize_patches_a_grant_without_bootstrap(
     no_leaks(lucid, done.stdout, done.stderr)
 
 
-def test_the_loopback_ignores_a_foreign_state_and_waits(cluster, lucid, kube_api):
+def test_the_loopback_ignores_a_foreign_state_and_waits(cluster, lucid, admin_kubeconfig):
     client_secret(cluster)
     assert cluster.create_grant("reporting", grant_spec()).status_code == 201
     port = free_port()
-    env = env_for(kube_api[1], lucid)
+    env = env_for(admin_kubeconfig, lucid)
     del env["LUCIDGRANT_TEST_BROWSER"]
     cmd = [*CLI, "authorize", "reporting", "--no-browser", "--port", str(port), "--timeout", "15"]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
@@ -159,7 +159,7 @@ def test_the_loopback_ignores_a_foreign_state_and_waits(cluster, lucid, kube_api
     no_leaks(lucid, url, rest)
 
 
-def test_kubectl_status_and_refresh(cluster, lucid, kube_api, start_operator):
+def test_kubectl_status_and_refresh(cluster, lucid, admin_kubeconfig, start_operator):
     client_secret(cluster)
     tokens = lucid.issue_grant(CLIENT_ID, SCOPES)
     cluster.put_secret("lucid-bootstrap", {"refresh_token": tokens["refresh_token"]})
@@ -167,7 +167,7 @@ def test_kubectl_status_and_refresh(cluster, lucid, kube_api, start_operator):
     assert cluster.create_grant("reporting", grant_spec()).status_code == 201
     start_operator()
     wait_for(lambda: cluster.is_true("reporting", "Ready"), what="Ready")
-    env = env_for(kube_api[1], lucid)
+    env = env_for(admin_kubeconfig, lucid)
 
     shown = run([*PLUGIN, "status", "-n", "default"], env)
     assert shown.returncode == 0, shown.stderr

@@ -23,7 +23,7 @@ def test_standby_takes_over_after_sigkill_without_losing_or_doubling(
     env = {
         "LUCIDGRANT_LEADER_ELECTION": "true",
         "LUCIDGRANT_LEASE_DURATION": "3",
-        "LUCIDGRANT_POD_NAMESPACE": "default",
+        "LUCIDGRANT_POD_NAMESPACE": "lucidgrant-system",  # where the deployed Role allows Leases
     }
     a = start_operator(**env)
     b = start_operator(**env)

@@ -58,16 +58,15 @@ def rules_for(mode: str) -> set[tuple[str, str, str]]:
     return overlay | {rule for rule in base if rule[1] == "coordination.k8s.io"}
 
 
-@pytest.mark.parametrize("mode", sorted(ARGS))
+@pytest.mark.parametrize("install_mode", sorted(ARGS))
 def test_every_call_is_granted_and_every_grant_is_used(
-    mode, kube_api, cluster, lucid, start_operator
+    install_mode, kube_api, cluster, lucid, start_operator
 ):
+    mode = install_mode
     api, _ = kube_api
     cluster.put_secret("lucid-client", {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET})
     authorize(cluster, lucid)
     assert cluster.create_grant("reporting", grant_spec(deletionPolicy="Revoke")).status_code == 201
-    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "lucidgrant-system"}}
-    assert cluster.http.post("/api/v1/namespaces", json=ns).status_code == 201
     start_operator(
         *ARGS[mode],
         LUCIDGRANT_LEADER_ELECTION="true",

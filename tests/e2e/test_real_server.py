@@ -1,0 +1,228 @@
+"""The operator against the real API server's rules (tests/testbed/test_kube_real_rules.py has
+each rule with its kubernetes/kubernetes source): RBAC from deploy/ with resourceNames,
+OwnerReferencesPermissionEnforcement, in-stream watch errors and list/watch outages, watch gaps
+healed by a re-list, Foreground and namespace deletion, metadata validation.
+
+Tests marked xfail(strict=True) show an operator bug the stricter emulator exposed; each turns
+green (and must lose its mark) when the operator-side fix lands."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from lucidgrant.testbed.kube_rbac import OWNER_REFERENCES_PERMISSION_ENFORCEMENT
+
+from .harness import CLIENT_ID, CLIENT_SECRET, GRANTS, SCOPES, grant_spec, wait_for
+from .test_ha import leads
+from .test_operator import authorized_grants, setup_grant
+
+LEADER_ENV = {
+    "LUCIDGRANT_LEADER_ELECTION": "true",
+    "LUCIDGRANT_LEASE_DURATION": "3",
+    "LUCIDGRANT_POD_NAMESPACE": "lucidgrant-system",
+}
+
+
+def ready(cluster, name: str = "reporting") -> None:
+    wait_for(lambda: cluster.is_true(name, "Ready"), what=f"{name} Ready")
+
+
+def test_a_watch_gap_is_healed_by_a_relist(kube_api, cluster, lucid, start_operator):
+    """A restarted API server forgets watch history: the operator's resume answers 410 Gone
+    and kopf lists again. Objects changed in the gap are seen in the new list."""
+    kube, _ = kube_api
+    setup_grant(cluster, lucid)
+    start_operator()
+    ready(cluster)
+
+    def lists() -> int:
+        return sum(1 for r in kube.requests if (r.verb, r.resource) == ("list", "lucidgrants"))
+
+    listed = lists()
+    # The watches are down for 3 s; the grant changes meanwhile; the server forgets the history.
+    kube.faults.add("GET", "", 503, verbs=("watch",), seconds=3)
+    kube.drop_watches()
+    generation = cluster.patch_grant("reporting", {"spec": {"refreshBefore": "20m"}})
+    kube.restart()
+    wait_for(lambda: lists() > listed, what="a re-list after 410 Gone")
+
+    def observed() -> bool:
+        status = (cluster.grant("reporting") or {}).get("status") or {}
+        return bool(status.get("observedGeneration") == generation["metadata"]["generation"])
+
+    wait_for(observed, what="the change made in the gap observed")
+    ready(cluster)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 13: a consumer Secret deleted during a watch gap is never seen as DELETED "
+    "(kopf's re-list reports only what exists); the operator's cache keeps it and PATCHes "
+    "404 forever instead of evicting it and creating the Secret again",
+)
+def test_a_consumer_secret_deleted_in_a_watch_gap_is_created_again(
+    kube_api, cluster, lucid, start_operator
+):
+    kube, _ = kube_api
+    grant_id = setup_grant(cluster, lucid)
+    start_operator()
+    ready(cluster)
+    # The watches are down for 3 s; the Secret goes meanwhile; the server forgets the history.
+    kube.faults.add("GET", "/secrets", 503, verbs=("watch",), seconds=3)
+    kube.drop_watches()
+    cluster.delete_secret("lucid-token")
+    kube.restart()
+    rotations = lucid.grant_info(grant_id).rotations
+    wait_for(lambda: lucid.grant_info(grant_id).rotations >= rotations + 2, what="rotations")
+    wait_for(lambda: cluster.secret("lucid-token"), timeout=20, what="consumer Secret again")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 13: kopf treats an in-stream ERROR (500) from a watch as fatal "
+    "(WatchingError) and the operator exits",
+)
+def test_an_in_stream_watch_error_is_survived(kube_api, cluster, lucid, start_operator):
+    kube, _ = kube_api
+    grant_id = setup_grant(cluster, lucid)
+    proc = start_operator()
+    ready(cluster)
+    assert kube.watch_error(500) >= 1
+    rotations = lucid.grant_info(grant_id).rotations
+    wait_for(
+        lambda: proc.proc.poll() is not None or lucid.grant_info(grant_id).rotations > rotations,
+        what="a rotation, or the operator's exit",
+    )
+    assert proc.proc.poll() is None, "the operator exited on a watch error"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 13: kopf gives up on list/watch 5xx after its error backoffs (about 54 s) and "
+    "the operator exits, even with a rotation to store",
+)
+def test_a_minute_of_list_and_watch_503_is_survived(kube_api, cluster, lucid, start_operator):
+    kube, _ = kube_api
+    grant_id = setup_grant(cluster, lucid)
+    proc = start_operator()
+    ready(cluster)
+    kube.faults.storage_unavailable(65.0, status=503)
+    kube.drop_watches()
+    started = time.monotonic()
+    wait_for(
+        lambda: proc.proc.poll() is not None or time.monotonic() - started > 70,
+        timeout=80,
+        what="the outage's end, or the operator's exit",
+    )
+    kube.faults.clear()
+    assert proc.proc.poll() is None, "the operator exited during a list/watch outage"
+    rotations = lucid.grant_info(grant_id).rotations
+    wait_for(lambda: lucid.grant_info(grant_id).rotations > rotations, what="rotations again")
+    assert not cluster.is_true("reporting", "ReauthorizationRequired")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 13 / deploy-harden: deploy/base/rbac.yaml allows Lease get/update only for "
+    "resourceNames [lucidgrant-leader], so a shard with its own LUCIDGRANT_LEASE_NAME gets 403 "
+    "and never leads",
+)
+def test_shards_with_their_own_leases_each_lead(cluster, lucid, start_operator):
+    authorized_grants(cluster, lucid, ["ga", "gb"], {"ga": {"shard": "a"}, "gb": {"shard": "b"}})
+    a = start_operator(
+        "--namespace", "default", "--selector", "shard=a", **LEADER_ENV,
+        LUCIDGRANT_LEASE_NAME="lucidgrant-shard-a",
+    )  # fmt: skip
+    b = start_operator(
+        "--namespace", "default", "--selector", "shard=b", **LEADER_ENV,
+        LUCIDGRANT_LEASE_NAME="lucidgrant-shard-b",
+    )  # fmt: skip
+    wait_for(lambda: leads(a) and leads(b), timeout=15, what="each shard leads its own Lease")
+    ready(cluster, "ga")
+    ready(cluster, "gb")
+
+
+@pytest.mark.parametrize("admission_plugins", [(OWNER_REFERENCES_PERMISSION_ENFORCEMENT,)])
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 13 / deploy-harden: with OwnerReferencesPermissionEnforcement (OpenShift), "
+    "blockOwnerDeletion: true needs update on lucidgrants/finalizers, which the operator's "
+    "role lacks: every state and consumer Secret create is 403",
+)
+def test_owner_references_permission_enforcement_admits_the_operators_secrets(
+    admission_plugins, cluster, lucid, start_operator
+):
+    setup_grant(cluster, lucid)
+    start_operator()
+    wait_for(lambda: cluster.is_true("reporting", "Ready"), timeout=20, what="Ready")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 13: the grant's name goes into a label value, limited to 63 characters; "
+    "a grant with a valid 64-253 character name never gets its state Secret (422)",
+)
+def test_a_grant_with_a_long_name_becomes_ready(cluster, lucid, start_operator):
+    name = "g" * 64
+    setup_grant(cluster, lucid, name=name)
+    start_operator()
+    wait_for(lambda: cluster.is_true(name, "Ready"), timeout=20, what="Ready")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 13: user labels the API server refuses (422) are reported as "
+    "KubernetesUnavailable and retried forever, not InvalidSpec naming the field",
+)
+def test_consumer_labels_the_server_refuses_are_an_invalid_spec(cluster, lucid, start_operator):
+    setup_grant(cluster, lucid, accessTokenSecret={"name": "lucid-token", "labels": {"a": "-x"}})
+    start_operator()
+
+    def reason() -> str:
+        return str((cluster.condition("reporting", "Ready") or {}).get("reason", ""))
+
+    wait_for(lambda: reason() not in ("", "Pending"), what="a Ready condition")
+    wait_for(lambda: reason() == "InvalidSpec", timeout=15, what="InvalidSpec")
+    message = (cluster.condition("reporting", "Ready") or {}).get("message", "")
+    assert "spec.accessTokenSecret.labels" in message
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 13: Foreground deletion (Argo CD's prune) lets the garbage collector delete "
+    "the state Secret before the grant's finalizer runs, so deletionPolicy: Revoke cannot revoke",
+)
+def test_foreground_deletion_still_revokes(cluster, lucid, start_operator):
+    grant_id = setup_grant(cluster, lucid, deletionPolicy="Revoke")
+    start_operator()
+    ready(cluster)
+    path = f"{GRANTS.format(ns='default')}/reporting"
+    assert cluster.http.delete(path, params={"propagationPolicy": "Foreground"}).is_success
+    wait_for(lambda: cluster.grant("reporting") is None, timeout=20, what="grant gone")
+    assert lucid.grant_info(grant_id).revoked
+
+
+@pytest.mark.parametrize("install_mode", ["cluster"])
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 13: namespace deletion deletes the state Secret at once while the grant "
+    "waits for its finalizer, so deletionPolicy: Revoke cannot revoke",
+)
+def test_namespace_deletion_still_revokes(install_mode, cluster, lucid, start_operator):
+    ns = "team"
+    assert cluster.http.post("/api/v1/namespaces", json={"metadata": {"name": ns}}).is_success
+    cluster.put_secret("lucid-client", {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}, ns)
+    tokens = lucid.issue_grant(CLIENT_ID, SCOPES)
+    cluster.put_secret("lucid-bootstrap", {"refresh_token": tokens["refresh_token"]}, ns)
+    grant_id = str(lucid.grant_of(tokens["refresh_token"]))
+    assert cluster.create_grant("reporting", grant_spec(deletionPolicy="Revoke"), ns).is_success
+    start_operator("--all-namespaces")
+    wait_for(
+        lambda: (cluster.grant("reporting", ns) or {}).get("status", {}).get("conditions"),
+        what="status",
+    )
+    wait_for(lambda: cluster.secret("reporting-lucidgrant-state", ns), what="state Secret")
+    assert cluster.http.delete(f"/api/v1/namespaces/{ns}").is_success
+    wait_for(lambda: lucid.grant_info(grant_id).revoked, timeout=20, what="revoked")
