@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
+import pytest
 
 from lucidgrant.testbed.lucid import LucidEmulator
 
@@ -24,6 +25,10 @@ from .harness import (
     leaked,
     wait_for,
 )
+
+# The cluster-wide install: the flow's key Secret lives in the operator's own namespace, where
+# the namespaced install grants no Secret access (test_real_server.py shows that as a bug).
+pytestmark = pytest.mark.parametrize("install_mode", ["cluster"])
 
 POD_NS = "lucidgrant-system"
 KEY_SECRET = "lucidgrant-state-key"
@@ -39,7 +44,10 @@ def start_with_flow(cluster: Cluster, start_operator: Any, **env: str) -> Operat
     assert cluster.create_grant("reporting", grant_spec()).status_code == 201
     port = free_port()
     op: OperatorProcess = start_operator(
-        LUCIDGRANT_HTTP_PORT=str(port), LUCIDGRANT_EXTERNAL_URL=f"http://127.0.0.1:{port}", **env
+        "--all-namespaces",
+        LUCIDGRANT_HTTP_PORT=str(port),
+        LUCIDGRANT_EXTERNAL_URL=f"http://127.0.0.1:{port}",
+        **env,
     )
     wait_for(lambda: auth_url(cluster), what="status.authorizationURL")
     assert auth_url(cluster) == f"{op.url}/authorize/default/reporting"
