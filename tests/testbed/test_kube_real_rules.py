@@ -294,24 +294,22 @@ def test_rbac_rules_verbs_groups_subresources_names_and_namespaces(serve: Any) -
 
 def test_deployed_rbac_manifests_are_what_the_operator_may_do(serve: Any) -> None:
     """deploy/base/rbac.yaml loaded as manifests and enforced for the operator's
-    ServiceAccount: the Lease rule's resourceNames admit only `lucidgrant-leader`
-    (rbac/v1/evaluation_helpers.go ResourceNameMatches; create cannot be limited by name)."""
+    ServiceAccount: a Role grants in its namespace only, the ClusterRole everywhere, and no
+    verb beyond the rules (plugin/pkg/auth/authorizer/rbac/rbac.go)."""
     s = serve(
         manifests=[ROOT / "deploy/base/namespace.yaml", ROOT / "deploy/base/rbac.yaml"],
     )
     op = s.as_user(service_account("lucidgrant-system", "lucidgrant"))
-    leases = "/apis/coordination.k8s.io/v1/namespaces/lucidgrant-system/leases"
-    for name in ("lucidgrant-leader", "shard-a"):
-        body = {"metadata": {"name": name}, "spec": {"holderIdentity": "x"}}
-        assert op.post(leases, json=body).status_code == 201
-    assert op.get(f"{leases}/lucidgrant-leader").status_code == 200
-    message = forbidden(op.get(f"{leases}/shard-a"))
-    assert 'cannot get resource "leases" in API group "coordination.k8s.io"' in message
-    assert forbidden(op.get("/apis/coordination.k8s.io/v1/namespaces/default/leases/x"))
-    grants = "/apis/lucidgrant.dev/v1alpha1/namespaces/default/lucidgrants"
+    leases = "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases"
+    body = {"metadata": {"name": "lucidgrant-leader"}, "spec": {"holderIdentity": "x"}}
+    assert op.post(leases.format(ns="lucidgrant-system"), json=body).status_code == 201
+    assert op.get(leases.format(ns="lucidgrant-system") + "/lucidgrant-leader").is_success
+    message = forbidden(op.post(leases.format(ns="default"), json=body))
+    assert 'cannot create resource "leases" in API group "coordination.k8s.io"' in message
     assert op.get(SECRETS.format(ns="default")).status_code == 200
     assert forbidden(op.put(SECRETS.format(ns="default") + "/x", json=secret("x")))
     # Allowed by the ClusterRole; not served here (no CRD loaded).
+    grants = "/apis/lucidgrant.dev/v1alpha1/namespaces/default/lucidgrants"
     assert op.get(grants).status_code == 404
 
 
