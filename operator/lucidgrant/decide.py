@@ -53,6 +53,8 @@ class Snapshot:
     state: GrantState | None = None
     client: ClientCredentials | None = None
     client_secret_found: bool = False
+    # Which of the client Secret's two keys hold no value (when it exists but is unusable).
+    client_keys_missing: tuple[str, ...] = ()
     client_rv: str | None = None
     bootstrap: str | None = field(default=None, repr=False)
 
@@ -95,12 +97,33 @@ def client_missing(snap: Snapshot) -> Decision | None:
     if snap.client is not None:
         return None
     spec = _valid(snap)
-    missing = (
-        f"keys {spec.client_id_key}/{spec.client_secret_key} in Secret"
-        if snap.client_secret_found
-        else "Secret"
-    )
-    message = f"The client {missing} {spec.client_secret_name!r} is missing or empty."
+    name = spec.client_secret_name
+    if not snap.client_secret_found:
+        message = (
+            f"The client Secret {name!r} (spec.clientSecretRef.name) does not exist: create it "
+            f"in this namespace with the Lucid app's client id under key {spec.client_id_key!r} "
+            f"and its client secret under key {spec.client_secret_key!r}."
+        )
+        return Decision(Action.HOLD, Reason.MISSING_SECRET, message)
+    roles = {
+        spec.client_id_key: ("clientIdKey", "client id"),
+        spec.client_secret_key: ("clientSecretKey", "client secret"),
+    }
+    missing = snap.client_keys_missing or tuple(roles)
+    fields = " and ".join(roles[k][0] for k in missing)
+    if len(missing) == 1:
+        (key,) = missing
+        message = (
+            f"The client Secret {name!r} has no value under key {key!r} "
+            f"(spec.clientSecretRef.{roles[key][0]}): put the {roles[key][1]} there, or set "
+            f"{fields} to the key that holds it."
+        )
+    else:
+        message = (
+            f"The client Secret {name!r} has no values under keys "
+            f"{' and '.join(repr(k) for k in missing)} (spec.clientSecretRef.{fields}): put the "
+            f"client id and secret there, or set {fields} to the keys that hold them."
+        )
     return Decision(Action.HOLD, Reason.MISSING_SECRET, message)
 
 

@@ -27,7 +27,7 @@ from lucidgrant.names import (
     EVENT_REFRESH_FAILING,
     Reason,
 )
-from lucidgrant.status import dead_grant
+from lucidgrant.status import authorize_command, dead_grant
 from lucidgrant.store import GrantState
 
 
@@ -57,6 +57,20 @@ class AfterFailure:
     next_at: float | None = None
     event: Event | None = None
     metric: str | None = None
+    # The failure concerns a new authorization only: the grant held before lives on, so the
+    # reason goes to Ready, not to ReauthorizationRequired.
+    keeps_grant: bool = False
+
+
+def refused_authorization(error: LucidError, spec: GrantSpec, grant: tuple[str, str]) -> str:
+    """Why a new authorization was not adopted, and how to replace it."""
+    ref = spec.bootstrap_ref
+    where = f" in Secret {ref.name!r} key {ref.key!r}" if ref else ""
+    status = f" (HTTP {error.status})" if error.status else ""
+    return (
+        f"{error}{status} for the new authorization{where}: the grant held before is kept and "
+        f"still refreshed. To replace it, authorize again: {authorize_command(*grant)}"
+    )
 
 
 def after_failure(
@@ -65,13 +79,15 @@ def after_failure(
     state: GrantState,
     facts: Facts,
     *,
+    grant: tuple[str, str],
     adopting: str | None,
     client_rv: str | None,
     now: float,
     rand: float,
 ) -> AfterFailure:
-    """`adopting` is the digest of the bootstrap value being adopted (None for a routine
-    refresh). One invalid_grant is not enough: the refresh path has confirmed it already."""
+    """`grant` is (namespace, name); `adopting` is the digest of the bootstrap value being
+    adopted (None for a routine refresh). One invalid_grant is not enough: the refresh path
+    has confirmed it already."""
     release: dict[str, str | None] = {}
     if adopting is not None and not isinstance(error, TransientError | ClientRejectedError):
         release[ANN_BOOTSTRAP] = adopting  # this bootstrap value is used up
@@ -85,9 +101,11 @@ def after_failure(
         )
         if adopting is not None and state.refresh_token and not state.dead_reason:
             # A refused new authorization does not kill the grant we already hold.
-            message = "The new authorization was refused; the previous grant is kept."
+            message = refused_authorization(error, spec, grant)
             event = Event("Warning", EVENT_AUTHORIZATION_REFUSED, message)
-            return AfterFailure(facts, release, reason, message, now, event, error.reason)
+            return AfterFailure(
+                facts, release, reason, message, now, event, error.reason, keeps_grant=True
+            )
         release[ANN_DEAD] = reason
         reason, message = dead_grant(reason, spec)
         return AfterFailure(facts, release, reason, message, metric=error.reason)

@@ -81,6 +81,13 @@ def parse_duration(text: str) -> float:
     return sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
 
 
+def format_duration(seconds: float) -> str:
+    """5400.0 -> '1h30m', as spec.refreshBefore is written (whole seconds)."""
+    rest = round(seconds)
+    parts = [(rest // 3600, "h"), (rest % 3600 // 60, "m"), (rest % 60, "s")]
+    return "".join(f"{n}{unit}" for n, unit in parts if n) or "0s"
+
+
 def _obj(value: Any, path: str, *, required: bool = True) -> Mapping[str, Any] | None:
     if value is None:
         if required:

@@ -12,12 +12,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lucidgrant.cache import Cache, Facts, GrantRecord
+from lucidgrant.cache import Cache, Facts, GrantRecord, Key
 from lucidgrant.decide import expiry_wake
+from lucidgrant.grant import GrantSpec
 from lucidgrant.kube import KubeClient, KubeError
 from lucidgrant.metrics import Metrics
 from lucidgrant.names import READY, REAUTH, Reason, events_path, grant_path
-from lucidgrant.status import Outcome, condition_of, desired_status, status_diff
+from lucidgrant.status import (
+    Outcome,
+    authorize_command,
+    awaiting_authorization,
+    condition_of,
+    desired_status,
+    refresh_before_note,
+    status_diff,
+)
 from lucidgrant.store import GrantState
 from lucidgrant.timing import rfc3339
 
@@ -37,6 +46,11 @@ class Progress:
     reauth: tuple[Reason, str] | None = None
     next_at: float | None = None
     suspended: bool = False
+    # The bootstrap Secret holds a value (adopted or not): for AwaitingAuthorization's message.
+    bootstrap_given: bool = False
+    # The reconcile posted an event of its own (Authorized, Recovered): Ready turning true is
+    # that same transition and gets no second one.
+    announced: bool = False
 
     def say(self, reason: Reason | None, message: str) -> None:
         """A reason that needs a person goes to ReauthorizationRequired, others to Ready."""
@@ -63,9 +77,19 @@ class Publisher:
         self.clock = clock
         self.authorization_url = authorization_url
 
-    def outcome(self, record: GrantRecord, p: Progress) -> Outcome:
+    def outcome(self, key: Key, record: GrantRecord, p: Progress) -> Outcome:
         state = p.state
         kept = state if state and state.refresh_token else None
+        spec = record.spec()
+        reauth = p.reauth
+        if reauth is None and state is not None and kept is None and isinstance(spec, GrantSpec):
+            # Never held a token, whatever else Ready reports (a missing client Secret, ...).
+            reauth = awaiting_authorization(spec, p.bootstrap_given)
+        if reauth is not None:
+            reauth = (reauth[0], f"{reauth[1]} Run: {authorize_command(*key)}")
+        note = None
+        if isinstance(spec, GrantSpec) and state is not None and state.access_token:
+            note = refresh_before_note(spec, state.access_lifetime)
         return Outcome(
             access_expires_at=state.access_expires_at if state and state.access_token else None,
             refresh_expires_at=kept.refresh_expires_at if kept else None,
@@ -76,11 +100,13 @@ class Publisher:
             account_id=state.account_id if state else None,
             consumer_written=p.consumer_written,
             problem=p.problem,
-            reauth=p.reauth,
-            next_refresh_at=None if p.suspended or (p.reauth and p.reauth[0].fatal) else p.next_at,
+            reauth=reauth,
+            next_refresh_at=None if p.suspended or (reauth and reauth[0].fatal) else p.next_at,
             failures=p.facts.failures,
             suspended=p.suspended,
-            authorization_url=self.authorization_url(record.body) if p.reauth else None,
+            authorization_url=self.authorization_url(record.body) if reauth else None,
+            state_known=state is not None,
+            note=note,
         )
 
     async def publish(self, key: tuple[str, str], record: GrantRecord, p: Progress) -> float | None:
@@ -89,7 +115,7 @@ class Publisher:
         with nothing else to do wakes when its token expires, so that Ready turns false on
         time."""
         now = self.clock()
-        outcome = self.outcome(record, p)
+        outcome = self.outcome(key, record, p)
         self.metrics.set_grant(
             *key,
             access_expires_at=outcome.access_expires_at,
@@ -105,7 +131,7 @@ class Publisher:
         patch = status_diff(current, desired)
         if patch is None:
             return p.next_at
-        await self._announce(record.body, current, desired, now)
+        await self._announce(key, record.body, current, desired, p.announced)
         body = await self.kube.patch(grant_path(*key, "status"), {"status": patch})
         self.cache.observe_grant({**record.body, "status": body.get("status", desired)})
         if p.next_at is None and outcome.ready(now):
@@ -114,14 +140,18 @@ class Publisher:
 
     async def _announce(
         self,
+        key: Key,
         grant: Mapping[str, Any],
         current: Mapping[str, Any],
         desired: Mapping[str, Any],
-        now: float,
+        announced: bool,
     ) -> None:
-        """An event when a condition changes its reason (transitions only)."""
+        """A log line for every condition that changes its status or reason, and one Event per
+        transition: a reason both conditions take at once (Ready=False and
+        ReauthorizationRequired=True, InvalidGrant) is posted once."""
         reauth = condition_of(desired, REAUTH) or {}
         url = self.authorization_url(grant) if reauth.get("status") == "True" else None
+        posted: set[str] = set()
         for type_ in (READY, REAUTH):
             old = condition_of(current, type_)
             new = condition_of(desired, type_)
@@ -129,14 +159,25 @@ class Publisher:
                 old and (old.get("status"), old.get("reason")) == (new["status"], new["reason"])
             ):
                 continue
-            if type_ == READY and new["status"] == "True" and not old:
-                continue  # the first Ready is announced as Authorized
-            if type_ == REAUTH and new["status"] == "False":
+            fine = new["status"] == ("True" if type_ == READY else "False")
+            log.log(
+                logging.INFO if fine else logging.WARNING,
+                "grant %s/%s: %s=%s %s: %s",
+                *key,
+                type_,
+                new["status"],
+                new["reason"],
+                new["message"],
+            )
+            if type_ == READY and new["status"] == "True" and (announced or not old):
+                continue  # announced as Authorized or Recovered
+            if (type_ == REAUTH and new["status"] != "True") or new["reason"] in posted:
                 continue
+            posted.add(new["reason"])
             kind = "Normal" if (type_ == READY) == (new["status"] == "True") else "Warning"
             message = str(new["message"])
             if url and new["reason"] == reauth.get("reason"):
-                message = f"{message} Authorize at {url}."
+                message = f"{message} (or open {url})"
             await self.event(grant, kind, str(new["reason"]), message)
 
     async def event(self, grant: Mapping[str, Any], kind: str, reason: str, message: str) -> None:

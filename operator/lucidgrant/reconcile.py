@@ -57,6 +57,7 @@ class Client:
     creds: ClientCredentials | None = field(default=None, repr=False)
     found: bool = False
     rv: str | None = None
+    missing: tuple[str, ...] = ()
 
 
 class Reconciler:
@@ -141,6 +142,7 @@ class Reconciler:
             state=state,
             client=client.creds,
             client_secret_found=client.found,
+            client_keys_missing=client.missing,
             client_rv=client.rv,
             bootstrap=bootstrap,
         )
@@ -150,7 +152,9 @@ class Reconciler:
         if secret is None:
             return Client()
         rv = str(secret["metadata"].get("resourceVersion", ""))
-        return Client(client_credentials(secret, spec), True, rv)
+        keys = (spec.client_id_key, spec.client_secret_key)
+        missing = tuple(k for k in keys if not secret_value(secret, k))
+        return Client(client_credentials(secret, spec), True, rv, missing)
 
     async def client_credentials(self, key: Key) -> ClientCredentials | None:
         """The grant's client credentials (for the authorization web flow)."""
@@ -166,6 +170,7 @@ class Reconciler:
         self, key: Key, record: GrantRecord, snap: Snapshot, decision: Decision, p: Progress
     ) -> None:
         p.state = snap.state
+        p.bootstrap_given = snap.bootstrap is not None
         p.say(decision.reason, decision.message)
         action = decision.action
         if action is Action.REPORT:
@@ -235,14 +240,15 @@ class Reconciler:
         was_failing = p.facts.failures > 0
         p.facts = p.facts.after_success()
         p.next_at = routine_refresh_at(p.state, spec, record.jitter, self.clock())
-        if was_failing:
-            await self.publisher.event(
-                record.body, "Normal", EVENT_RECOVERED, "Refreshed again after failures."
-            )
         if adopt:
             await self.publisher.event(
                 record.body, "Normal", Reason.AUTHORIZED, "Adopted a new authorization."
             )
+        elif was_failing:
+            await self.publisher.event(
+                record.body, "Normal", EVENT_RECOVERED, "Refreshed again after failures."
+            )
+        p.announced = adopt or was_failing
 
     async def _failed(
         self,
@@ -258,6 +264,7 @@ class Reconciler:
             spec,
             failed.state,
             p.facts,
+            grant=key,
             adopting=failed.adopting,
             client_rv=snap.client_rv,
             now=self.clock(),
@@ -267,7 +274,10 @@ class Reconciler:
             self.metrics.refreshes.labels(verdict.metric).inc()
         p.facts = verdict.facts
         p.next_at = verdict.next_at
-        p.say(verdict.reason, verdict.message)
+        if verdict.keeps_grant and verdict.reason is not None:
+            p.problem = (verdict.reason, verdict.message)
+        else:
+            p.say(verdict.reason, verdict.message)
         if isinstance(failed.error, TransientError):
             log.warning("grant %s/%s: refresh failed: %s", *key, verdict.facts.last_error)
         elif verdict.reason is not None and verdict.reason.fatal:

@@ -7,16 +7,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lucidgrant.grant import GrantSpec
+from lucidgrant import timing
+from lucidgrant.grant import GrantSpec, format_duration
 from lucidgrant.names import READY, REAUTH, Reason
 
 
 @dataclass(frozen=True)
 class Condition:
     type: str
-    status: bool
+    status: bool | None  # None: Unknown, the operator cannot tell
     reason: str
     message: str
+
+    @property
+    def status_text(self) -> str:
+        return "Unknown" if self.status is None else str(self.status)
 
 
 def merge_conditions(
@@ -27,7 +32,7 @@ def merge_conditions(
     by_type = {c.get("type"): c for c in current}
     result = []
     for cond in desired:
-        status = "True" if cond.status else "False"
+        status = cond.status_text
         old = by_type.get(cond.type)
         since = old.get("lastTransitionTime") if old and old.get("status") == status else None
         result.append(
@@ -50,16 +55,46 @@ def condition_of(status: Mapping[str, Any] | None, type_: str) -> Mapping[str, A
     return None
 
 
-def awaiting_authorization(spec: GrantSpec) -> tuple[Reason, str]:
-    """ReauthorizationRequired's reason and message for a grant never authorized."""
+def authorize_command(namespace: str, name: str) -> str:
+    """The command that gives a grant a new authorization, for messages that need a person."""
+    return f"kubectl lucidgrant authorize {name} -n {namespace}"
+
+
+def awaiting_authorization(spec: GrantSpec, given: bool = False) -> tuple[Reason, str]:
+    """ReauthorizationRequired's reason and message for a grant that never held a token;
+    `given`: its bootstrap Secret holds a value already (waiting on what Ready says)."""
     ref = spec.bootstrap_ref
+    if given and ref is not None:
+        return (
+            Reason.AWAITING_AUTHORIZATION,
+            f"No grant held yet: the authorization in Secret {ref.name!r} key {ref.key!r} is not "
+            "adopted yet; Ready says what it waits for.",
+        )
     what = "code" if spec.code_ref else "refresh token"
     where = (
-        f"put a {what} in Secret {ref.name!r} key {ref.key!r}" if ref else "set spec.authorization"
+        f"puts a {what} in Secret {ref.name!r} key {ref.key!r}"
+        if ref
+        else "sets spec.authorization"
     )
     return (
         Reason.AWAITING_AUTHORIZATION,
-        f"No grant yet: authorize the Lucid app once, then {where}.",
+        f"No grant held yet: a person must authorize the Lucid app once, which {where}.",
+    )
+
+
+def refresh_before_note(spec: GrantSpec, lifetime: float | None) -> str | None:
+    """What to say when spec.refreshBefore is capped at a third of the access token's lifetime
+    (timing.refresh_margin), which the grant's owner would not otherwise know."""
+    if not lifetime:
+        return None
+    margin = timing.refresh_margin(spec.refresh_before, lifetime)
+    if margin >= spec.refresh_before:
+        return None
+    return (
+        f"spec.refreshBefore ({format_duration(spec.refresh_before)}) is more than a third of "
+        f"the access token's lifetime ({format_duration(lifetime)}), so refreshes happen "
+        f"{format_duration(margin)} before expiry instead; set it to {format_duration(margin)} "
+        "or less to match."
     )
 
 
@@ -102,6 +137,11 @@ class Outcome:
     failures: int = 0
     suspended: bool = False
     authorization_url: str | None = None
+    # False when the state Secret was not read (an invalid spec, an API failure): whether the
+    # grant holds an authorization is then unknown.
+    state_known: bool = True
+    # Said after Ready=True's message (e.g. a refreshBefore capped at a third of the lifetime).
+    note: str | None = None
 
     def ready(self, now: float) -> bool:
         # A dead grant's access token is revoked with it.
@@ -121,11 +161,20 @@ def conditions_for(outcome: Outcome, now: float, stamp: Any) -> list[Condition]:
     if outcome.ready(now):
         until = stamp(outcome.access_expires_at)
         message = f"The Secret holds an access token valid until {until}."
+        if outcome.note:
+            message += f" {outcome.note}"
         if outcome.problem:
-            message += f" Refreshing fails ({outcome.problem[0]}): {outcome.problem[1]}"
+            reason, text = outcome.problem
+            lead = "A new authorization was refused" if reason.needs_person else "Refreshing fails"
+            message += f" {lead} ({reason}): {text}"
         ready = Condition(READY, True, "Refreshed", message)
     elif outcome.suspended:
-        ready = Condition(READY, False, "Suspended", "spec.suspend is true: no refreshes.")
+        ready = Condition(
+            READY,
+            False,
+            "Suspended",
+            "spec.suspend is true: no refreshes until it is false; the access token expires.",
+        )
     elif outcome.problem:
         ready = Condition(READY, False, outcome.problem[0], outcome.problem[1])
     elif outcome.reauth:
@@ -136,8 +185,19 @@ def conditions_for(outcome: Outcome, now: float, stamp: Any) -> list[Condition]:
         )
     if outcome.reauth:
         reauth = Condition(REAUTH, True, outcome.reauth[0], outcome.reauth[1])
+    elif not outcome.state_known:
+        why = outcome.problem[0] if outcome.problem else Reason.KUBERNETES_UNAVAILABLE
+        message = (
+            "Not known while the spec is invalid: the operator reads no Secret of such a grant. "
+            "Fix the field that Ready names."
+            if why is Reason.INVALID_SPEC
+            else f"Not known: the grant's state Secret could not be read ({why}); retrying."
+        )
+        reauth = Condition(REAUTH, None, why, message)
     else:
-        reauth = Condition(REAUTH, False, "Authorized", "The grant is authorized.")
+        reauth = Condition(
+            REAUTH, False, Reason.AUTHORIZED, "The operator holds a grant (a refresh token)."
+        )
     return [ready, reauth]
 
 

@@ -30,9 +30,7 @@ from lucidgrant.lucid import (
 )
 from lucidgrant.names import ANN_BOOTSTRAP, ANN_DEAD, Reason
 from lucidgrant.secretdata import digest
-from lucidgrant.status import Outcome, conditions_for
 from lucidgrant.store import GrantState
-from lucidgrant.timing import rfc3339
 
 NOW = 1_800_000_000.0
 CREDS = ClientCredentials("id", "secret")
@@ -108,7 +106,7 @@ CHAIN = [
         {"client": None, "client_secret_found": False},
         Action.HOLD,
         Reason.MISSING_SECRET,
-        "client Secret 'client'",
+        "Secret 'client' (spec.clientSecretRef.name) does not exist: create it",
         None,
     ),
     (
@@ -116,7 +114,18 @@ CHAIN = [
         {"client": None},
         Action.HOLD,
         Reason.MISSING_SECRET,
-        "keys client_id/client_secret in Secret",
+        "keys 'client_id' and 'client_secret' (spec.clientSecretRef.clientIdKey and "
+        "clientSecretKey): put the client id and secret there, or set clientIdKey and "
+        "clientSecretKey to the keys that hold them.",
+        None,
+    ),
+    (
+        "client secret key empty",
+        {"client": None, "client_keys_missing": ("client_secret",)},
+        Action.HOLD,
+        Reason.MISSING_SECRET,
+        "no value under key 'client_secret' (spec.clientSecretRef.clientSecretKey): put the "
+        "client secret there, or set clientSecretKey to the key that holds it.",
         None,
     ),
     (
@@ -251,7 +260,15 @@ def test_jitter_moves_the_routine_refresh_earlier_and_expiry_wakes_ready():
 
 def failure(error, *, state=HEALTHY, facts=None, adopting=None):
     return after_failure(
-        error, spec(), state, facts or Facts(), adopting=adopting, client_rv="11", now=NOW, rand=0.0
+        error,
+        spec(),
+        state,
+        facts or Facts(),
+        grant=("team", "reporting"),
+        adopting=adopting,
+        client_rv="11",
+        now=NOW,
+        rand=0.0,
     )
 
 
@@ -329,119 +346,3 @@ def test_reasons_know_who_must_act():
     }
     assert {r for r in Reason if r.fatal} == people - {Reason.SCOPES_CHANGED}
     assert Reason.of("ScopesChanged") is Reason.SCOPES_CHANGED and Reason.of("Nope") is None
-
-
-# The README's condition table, row by row: what status says for each outcome.
-CONDITIONS = [
-    (
-        "Ready=True Refreshed",
-        Outcome(access_expires_at=NOW + 60, consumer_written=True),
-        ("True", "Refreshed"),
-        ("False", "Authorized"),
-    ),
-    (
-        "Ready=True, refreshing fails",
-        Outcome(
-            access_expires_at=NOW + 60,
-            consumer_written=True,
-            problem=(Reason.PROVIDER_UNAVAILABLE, "503"),
-        ),
-        ("True", "Refreshed"),
-        ("False", "Authorized"),
-    ),
-    (
-        "ProviderUnavailable",
-        Outcome(
-            access_expires_at=NOW - 1,
-            consumer_written=True,
-            problem=(Reason.PROVIDER_UNAVAILABLE, "503"),
-        ),
-        ("False", "ProviderUnavailable"),
-        ("False", "Authorized"),
-    ),
-    (
-        "AccessTokenExpired",
-        Outcome(access_expires_at=NOW - 1, consumer_written=True),
-        ("False", "AccessTokenExpired"),
-        ("False", "Authorized"),
-    ),
-    (
-        "ClientRejected",
-        Outcome(problem=(Reason.CLIENT_REJECTED, "x")),
-        ("False", "ClientRejected"),
-        ("False", "Authorized"),
-    ),
-    (
-        "MissingSecret",
-        Outcome(problem=(Reason.MISSING_SECRET, "x")),
-        ("False", "MissingSecret"),
-        ("False", "Authorized"),
-    ),
-    (
-        "SecretConflict",
-        Outcome(access_expires_at=NOW + 60, problem=(Reason.SECRET_CONFLICT, "x")),
-        ("False", "SecretConflict"),
-        ("False", "Authorized"),
-    ),
-    (
-        "Suspended",
-        Outcome(access_expires_at=NOW + 60, consumer_written=True, suspended=True),
-        ("False", "Suspended"),
-        ("False", "Authorized"),
-    ),
-    (
-        "InvalidSpec",
-        Outcome(problem=(Reason.INVALID_SPEC, "x")),
-        ("False", "InvalidSpec"),
-        ("False", "Authorized"),
-    ),
-    (
-        "KubernetesUnavailable",
-        Outcome(problem=(Reason.KUBERNETES_UNAVAILABLE, "x")),
-        ("False", "KubernetesUnavailable"),
-        ("False", "Authorized"),
-    ),
-    (
-        "AwaitingAuthorization",
-        Outcome(reauth=(Reason.AWAITING_AUTHORIZATION, "x")),
-        ("False", "AwaitingAuthorization"),
-        ("True", "AwaitingAuthorization"),
-    ),
-    (
-        "InvalidGrant",
-        Outcome(
-            access_expires_at=NOW + 60, consumer_written=True, reauth=(Reason.INVALID_GRANT, "x")
-        ),
-        ("False", "InvalidGrant"),
-        ("True", "InvalidGrant"),
-    ),
-    (
-        "RefreshTokenExpired",
-        Outcome(reauth=(Reason.REFRESH_TOKEN_EXPIRED, "x")),
-        ("False", "RefreshTokenExpired"),
-        ("True", "RefreshTokenExpired"),
-    ),
-    (
-        "ScopesRejected",
-        Outcome(reauth=(Reason.SCOPES_REJECTED, "x")),
-        ("False", "ScopesRejected"),
-        ("True", "ScopesRejected"),
-    ),
-    (
-        "ScopesChanged keeps Ready",
-        Outcome(
-            access_expires_at=NOW + 60, consumer_written=True, reauth=(Reason.SCOPES_CHANGED, "x")
-        ),
-        ("True", "Refreshed"),
-        ("True", "ScopesChanged"),
-    ),
-]
-
-
-@pytest.mark.parametrize(
-    ("case", "outcome", "ready", "reauth"), CONDITIONS, ids=[c[0] for c in CONDITIONS]
-)
-def test_the_condition_table(case, outcome, ready, reauth):
-    got_ready, got_reauth = conditions_for(outcome, NOW, rfc3339)
-    assert ("True" if got_ready.status else "False", got_ready.reason) == ready, case
-    assert ("True" if got_reauth.status else "False", got_reauth.reason) == reauth, case

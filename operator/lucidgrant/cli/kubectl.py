@@ -29,7 +29,7 @@ from lucidgrant.cli.common import (
 )
 from lucidgrant.kube import Kube, KubeConfigError, KubeError
 from lucidgrant.names import READY, REAUTH, REFRESH_NOW, Reason, grant_path, grants_path
-from lucidgrant.status import condition_of
+from lucidgrant.status import authorize_command, condition_of
 
 COLUMNS = ("NAME", "READY", "REASON", "ACCESS EXPIRES IN", "REFRESH EXPIRES IN", "AGE")
 WIDE_COLUMNS = ("LAST REFRESH", "NEXT REFRESH", "FAILURES", "MESSAGE")
@@ -137,10 +137,10 @@ def _needs_person(namespace: str, name: str, status: Mapping[str, Any]) -> str |
     reason = Reason.of(str(reauth.get("reason")))
     if reauth.get("status") != "True" or (reason is not None and not reason.fatal):
         return None  # e.g. ScopesChanged: the grant still refreshes, with its old scopes
-    return (
-        f"LucidGrant {namespace}/{name} needs a person: {reauth.get('message')} "
-        f"Run: kubectl lucidgrant authorize {name} -n {namespace}"
-    )
+    message = str(reauth.get("message"))
+    command = authorize_command(namespace, name)
+    told = "" if command in message else f" Run: {command}"
+    return f"LucidGrant {namespace}/{name} needs a person: {message}{told}"
 
 
 async def refresh_grant(kube: Kube, namespace: str, name: str, timeout: float) -> tuple[bool, str]:
@@ -272,7 +272,7 @@ def refresh(
 
 @cli.command(name="authorize")
 @authorize_options
-def authorize_command(**options: Any) -> None:
+def authorize_cli(**options: Any) -> None:
     """Authorize NAME in a browser on this machine and write the refresh token into its
     bootstrap Secret (as `lucidgrant authorize`)."""
     run_authorize(**options)
