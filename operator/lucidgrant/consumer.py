@@ -84,7 +84,7 @@ class ConsumerSecrets:
         consumer = spec.consumer
         existing = await self.secrets.get(namespace, consumer.name)
         if existing is not None and (why := consumer_conflict(existing, uid)):
-            return ConsumerResult(problem=_conflict(consumer.name, f"{why}. Name another Secret"))
+            return ConsumerResult(problem=_conflict(consumer.name, why))
         data = consumer_data(
             consumer, state.access_token, state.access_expires_at, state.token_type
         )
@@ -155,4 +155,8 @@ class ConsumerSecrets:
 
 
 def _conflict(name: str, why: str) -> tuple[Reason, str]:
-    return (Reason.SECRET_CONFLICT, f"Secret {name!r} cannot be written: {why}.")
+    return (
+        Reason.SECRET_CONFLICT,
+        f"Secret {name!r} (spec.accessTokenSecret.name) cannot be written: {why}. Set "
+        "spec.accessTokenSecret.name to a Secret that no other grant or controller owns.",
+    )

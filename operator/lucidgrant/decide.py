@@ -21,7 +21,7 @@ from lucidgrant.grant import OFFLINE_ACCESS, GrantSpec, SpecError
 from lucidgrant.lucid import ClientCredentials
 from lucidgrant.names import Reason
 from lucidgrant.secretdata import digest
-from lucidgrant.status import awaiting_authorization, dead_grant
+from lucidgrant.status import awaiting_authorization, client_rejected_message, dead_grant
 from lucidgrant.store import GrantState
 
 # Without a stored lifetime, Lucid's documented one.
@@ -131,11 +131,7 @@ def client_rejected(snap: Snapshot) -> Decision | None:
     """Lucid refused these very credentials: wait for the client Secret to change."""
     if snap.facts.client_rejected_rv is None or snap.facts.client_rejected_rv != snap.client_rv:
         return None
-    message = (
-        f"Lucid rejected the client credentials in Secret {_valid(snap).client_secret_name!r}; "
-        "fix them there (the next change is tried at once)."
-    )
-    return Decision(Action.HOLD, Reason.CLIENT_REJECTED, message)
+    return Decision(Action.HOLD, Reason.CLIENT_REJECTED, client_rejected_message(_valid(snap)))
 
 
 def new_authorization(snap: Snapshot) -> Decision | None:

@@ -27,7 +27,7 @@ from lucidgrant.names import (
     EVENT_REFRESH_FAILING,
     Reason,
 )
-from lucidgrant.status import authorize_command, dead_grant
+from lucidgrant.status import authorize_command, client_rejected_message, dead_grant
 from lucidgrant.store import GrantState
 
 
@@ -111,7 +111,7 @@ def after_failure(
         return AfterFailure(facts, release, reason, message, metric=error.reason)
     failures = facts.failures + 1
     if isinstance(error, ClientRejectedError):
-        message = f"Lucid rejected the client credentials in Secret {spec.client_secret_name!r}."
+        message = client_rejected_message(spec)
         return AfterFailure(
             replace(facts, failures=failures, client_rejected_rv=client_rv),
             release,

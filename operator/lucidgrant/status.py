@@ -98,10 +98,23 @@ def refresh_before_note(spec: GrantSpec, lifetime: float | None) -> str | None:
     )
 
 
+def client_rejected_message(spec: GrantSpec) -> str:
+    """Why the client is refused and where to fix it (Lucid answered 401, 403 or
+    invalid_client)."""
+    return (
+        f"Lucid rejected the client id and secret in Secret {spec.client_secret_name!r} (keys "
+        f"{spec.client_id_key!r} and {spec.client_secret_key!r}): correct them there, and check "
+        "that the Lucid app is still enabled; a change to the Secret is tried at once."
+    )
+
+
 _DEAD = {
     Reason.INVALID_GRANT: "Lucid refused the refresh token (revoked, or rotated away)",
     Reason.REFRESH_TOKEN_EXPIRED: "The refresh token expired",
-    Reason.SCOPES_REJECTED: "Lucid refused the grant's scopes",
+    Reason.SCOPES_REJECTED: (
+        "Lucid refused the scopes of spec.scopes (invalid_scopes); after fixing them, or the "
+        "scopes the Lucid app may request"
+    ),
 }
 
 

@@ -133,7 +133,7 @@ CHAIN = [
         {"facts": Facts(client_rejected_rv="11")},
         Action.HOLD,
         Reason.CLIENT_REJECTED,
-        "fix them there",
+        "(keys 'client_id' and 'client_secret'): correct them there",
         None,
     ),
     (
