@@ -69,6 +69,10 @@ def test_fatal_start_up_errors_are_one_line_and_quick(tmp_path, kube_api):
     missing = run([*CLI, "run", "-A"], base_env(tmp_path, KUBECONFIG=str(tmp_path / "none")))
     one_line_error(missing, 1, "no kubeconfig at", "KUBECONFIG")
 
+    # In a pod without its service account token (automountServiceAccountToken: false).
+    pod = base_env(tmp_path, KUBERNETES_SERVICE_HOST="10.0.0.1", KUBERNETES_SERVICE_PORT="443")
+    one_line_error(run([*CLI, "run", "-A"], pod), 1, "in-cluster configuration")
+
     bad_flag = run([*CLI, "run", "--namespaces", "x"], base_env(tmp_path))
     one_line_error(bad_flag, 2, "--namespaces", "lucidgrant run --help")
     neither = run([*CLI, "run"], base_env(tmp_path))
