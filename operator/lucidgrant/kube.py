@@ -79,7 +79,10 @@ async def load_configuration(
         try:
             kconfig.load_incluster_config(client_configuration=configuration)
         except kconfig.ConfigException as exc:
-            raise KubeConfigError(f"in-cluster configuration: {exc}") from None
+            raise KubeConfigError(
+                f"in-cluster configuration: {exc} Mount the pod's service account token "
+                "(automountServiceAccountToken), or unset KUBERNETES_SERVICE_HOST to use KUBECONFIG"
+            ) from None
         return configuration
     paths = kubeconfig_paths(kubeconfig)
     try:
