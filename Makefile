@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The dev setup: the operator, the testbed (emulators and demo) and the test tools.
 STAMP := $(VENV)/.installed
 # checkov lives in its own venv: its ~70 dependencies would pin packaging and others in the
 # project's. Pinned, so that a new checkov release cannot turn `make lint` red on its own.
@@ -9,14 +10,27 @@ CHECKOV_VERSION := 3.3.30
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 RENDERED := build/rendered
+# What the demo needs and nothing more: the operator and the testbed.
+DEMO_STAMP := $(VENV)/.demo-installed
+# Test processes in parallel: independent test files share nothing (ports, tmp dirs and
+# emulators are per test), and most of a test's time is spent waiting on the operator.
+TEST_JOBS ?= 3
 
 .PHONY: install test lint demo chaos bench clean
 
-$(STAMP): pyproject.toml
-	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+
+$(STAMP): pyproject.toml testbed/pyproject.toml | $(BIN)/python
+	@echo "Installing lucidgrant, lucidgrant-testbed and the test tools into $(VENV) (a minute or two)"
+	$(BIN)/pip install --progress-bar on -e '.[dev]' -e ./testbed
+	touch $(STAMP) $(DEMO_STAMP)
+
+$(DEMO_STAMP): pyproject.toml testbed/pyproject.toml | $(BIN)/python
+	@echo "Installing lucidgrant and lucidgrant-testbed into $(VENV) (about 20 s)"
+	$(BIN)/pip install --progress-bar on -e . -e ./testbed
+	touch $(DEMO_STAMP)
 
 $(CHECKOV_STAMP):
 	test -d $(CHECKOV_VENV) || $(PYTHON) -m venv $(CHECKOV_VENV)
@@ -26,19 +40,20 @@ $(CHECKOV_STAMP):
 install: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/pytest -q
+	tests/setup-tools.sh
+	$(BIN)/pytest -q -n $(TEST_JOBS) --dist loadfile
 
 lint: $(STAMP) $(CHECKOV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/hadolint Dockerfile
+	$(BIN)/hadolint Dockerfile testbed/Dockerfile
 	rm -rf $(RENDERED) && $(BIN)/python -m tests.deploy.render $(RENDERED)
 	$(CHECKOV_VENV)/bin/checkov --quiet --compact --skip-download --framework kubernetes dockerfile \
 		-f $(RENDERED)/deploy.yaml -f $(RENDERED)/namespaced.yaml -f Dockerfile
 
-demo: $(STAMP)
-	$(BIN)/lucidgrant demo
+demo: $(DEMO_STAMP)
+	$(BIN)/lucidgrant-demo
 
 chaos: $(STAMP)
 	$(BIN)/pytest -q -m chaos -p no:cacheprovider

@@ -14,6 +14,8 @@ from typing import IO
 
 import httpx
 
+from lucidgrant_testbed import CRDS
+
 ROOT = Path(__file__).resolve().parents[1]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -116,11 +118,11 @@ def start_kubeapi(log_dir: Path, kubeconfig: Path) -> Proc:
         [
             sys.executable,
             "-m",
-            "lucidgrant.testbed.kubeapi",
+            "lucidgrant_testbed.kubeapi",
             "--port",
             "0",
             "--crds",
-            str(ROOT / "crds"),
+            str(CRDS),
             "--kubeconfig",
             str(kubeconfig),
             # A watch that reconnects must resume, not relist tens of thousands of Secrets.
@@ -139,7 +141,7 @@ def start_lucid(log_dir: Path, access_ttl: float, client: str) -> Proc:
         [
             sys.executable,
             "-m",
-            "lucidgrant.testbed.lucid",
+            "lucidgrant_testbed.lucid",
             "--port",
             "0",
             "--access-ttl",

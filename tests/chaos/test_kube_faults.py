@@ -45,7 +45,7 @@ def _write_faults(w: World, window: float) -> tuple[str, str]:
 def _unreachable_after_answer(w: World, window: float) -> tuple[str, str]:
     # Lucid rotates at once and answers 1.5 s later; the API server goes away as soon as a
     # rotation happens and comes back 3 s later: the answer arrives while it is unreachable.
-    w.lucid.slow(1.5, process_first=True)
+    w.lucid.faults.slow(1.5, process_first=True)
     cycles = 0
     deadline = time.monotonic() + window
     seen = len(w.rotated_at)
@@ -59,7 +59,7 @@ def _unreachable_after_answer(w: World, window: float) -> tuple[str, str]:
         cycles += 1
         time.sleep(0.5)
         seen = len(w.rotated_at)
-    w.lucid.clear_faults()
+    w.lucid.faults.clear()
     return (
         "Lucid slow(1.5 s, process_first) + API server unreachable for 3 s from each rotation",
         f"{cycles} outages of the API server",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lucidgrant.testbed.lucid import LucidEmulator
+from lucidgrant_testbed.lucid import LucidEmulator
 
 from .world import (
     LONG,
@@ -28,13 +28,13 @@ Inject = Callable[[LucidEmulator, float], str]
 
 
 def _outage(lucid: LucidEmulator, window: float) -> str:
-    lucid.outage(window)
+    lucid.faults.outage(window)
     return "LucidEmulator.outage(): 503 + HTML maintenance page on every call"
 
 
 def _storm(status: int, retry_after: float | None = None) -> Inject:
     def inject(lucid: LucidEmulator, window: float) -> str:
-        lucid.fail_next(100_000, status, retry_after=retry_after)
+        lucid.faults.fail_next(100_000, status, retry_after=retry_after)
         ra = f", Retry-After: {retry_after:.0f}" if retry_after is not None else ", no Retry-After"
         return f"fail_next({status}{ra}) on every call"
 
@@ -44,27 +44,27 @@ def _storm(status: int, retry_after: float | None = None) -> Inject:
 def _five_xx(lucid: LucidEmulator, window: float) -> str:
     for _ in range(5_000):
         for status in (500, 502, 503, 504):
-            lucid.fail_next(1, status)
+            lucid.faults.fail_next(1, status)
     return "fail_next cycling 500/502/503/504 on every call"
 
 
 def _bodies(lucid: LucidEmulator, window: float) -> str:
     for _ in range(4_000):
-        lucid.html_next(1)
-        lucid.malformed_next(1)
-        lucid.fail_next(1, 200, body="empty")
-        lucid.fail_next(1, 502, body="html")
-        lucid.fail_next(1, 404, body="html")
+        lucid.faults.html_next(1)
+        lucid.faults.malformed_next(1)
+        lucid.faults.fail_next(1, 200, body="empty")
+        lucid.faults.fail_next(1, 502, body="html")
+        lucid.faults.fail_next(1, 404, body="html")
     return "200 HTML / 200 truncated JSON / 200 empty / 502 HTML / 404 HTML, cycling"
 
 
 def _slow(lucid: LucidEmulator, window: float) -> str:
-    lucid.slow(5.0)
+    lucid.faults.slow(5.0)
     return "slow(5 s) on every call, client timeout 3 s (request dropped when the client leaves)"
 
 
 def _flaky(lucid: LucidEmulator, window: float) -> str:
-    lucid.flaky_invalid_grant(0.3)  # unseeded: a new draw every run
+    lucid.faults.flaky_invalid_grant(0.3)  # unseeded: a new draw every run
     return "flaky_invalid_grant(p=0.3): 400 invalid_grant for a live token, no rotation"
 
 
@@ -85,7 +85,7 @@ def one_fault(w: World, size: Size, scenario: str) -> None:
     how = inject(w.lucid, window)
     t0 = time.time()  # the fault is fully on from here
     time.sleep(window)
-    w.lucid.clear_faults()
+    w.lucid.faults.clear()
     t1 = time.time()
     during = w.refresh_calls() - before
     calls = w.calls_between(t0, t1)

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from .world import LOCK_TTL, LONG, SHORT, Size, percentile, summary, world
+from tests.e2e.harness import wait_for
+
+from .world import LOCK_TTL, LONG, SHORT, GrantView, Size, percentile, summary, world
 
 
 def restarts(tmp: Path, size: Size, sig: signal.Signals) -> None:
@@ -23,7 +25,7 @@ def restarts(tmp: Path, size: Size, sig: signal.Signals) -> None:
         if sig == signal.SIGTERM:
             # Lucid rotates at once and answers 0.5 s later: most SIGTERMs land while some
             # refresh's answer is on its way, the moment that matters.
-            w.lucid.slow(0.5, process_first=True)
+            w.lucid.faults.slow(0.5, process_first=True)
         rng = random.Random(1234 if sig == signal.SIGKILL else 4321)
         kills: list[float] = []
         codes: list[int] = []
@@ -33,31 +35,50 @@ def restarts(tmp: Path, size: Size, sig: signal.Signals) -> None:
         ):
             proc = w.start_operator()
             time.sleep(rng.uniform(0.5, 4.0))
+            w.scrape(proc)
+            # The moment of the signal itself: the scrape before it can take seconds on a busy
+            # machine, and tokens minted meanwhile are still lost to this kill.
             kills.append(time.time())
-            codes.append(w.stop(proc, sig))
-        w.lucid.clear_faults()
+            codes.append(proc.stop(sig))
+        w.lucid.faults.clear()
         rotations = w.rotations()
-        # Afterwards: one more start; every grant either serves again or is flagged.
+        # Afterwards: one more start; every grant either serves again or is flagged. The verdict
+        # waits until the new process has dealt with every grant (rotated it and serves it, or
+        # flagged it): a grant still serving the killed process's token proves nothing yet.
         w.start_operator()
         started = time.monotonic()
+        rotated_before = {name: w.lucid.grant_info(g).rotations for name, g in w.grants.items()}
+
+        def dealt_with(v: GrantView) -> bool:
+            if v.lost:
+                return v.reauth
+            return v.serving and w.lucid.grant_info(v.grant_id).rotations > rotated_before[v.name]
+
+        verdicts: dict[str, bool] = {}
+
+        def every_grant_dealt_with() -> bool:
+            verdicts.update({name: dealt_with(v) for name, v in w.views().items()})
+            return all(verdicts.values())
+
         try:
-            recovery: float | None = w.wait_serving(
-                LOCK_TTL + 30, "recovery after the last restart", skip=lambda v: v.lost
-            )
+            wait_for(every_grant_dealt_with, LOCK_TTL + 30, 0.25, "recovery after the restart")
+            recovery: float | None = time.monotonic() - started
         except AssertionError:
             recovery = None
-        not_serving = w.not_serving()
         w.stop_all()
         views = w.views()
         # Lost grants cannot serve again (that is what lost means); every other one must.
-        stuck = sorted(n for n in not_serving if not views[n].lost)
+        stuck = sorted(n for n, ok in verdicts.items() if not ok and not views[n].lost)
         lost = sorted(n for n, v in views.items() if v.lost)
         flagged = sorted(n for n, v in views.items() if v.reauth)
         windows = w.windows()
         unstored = w.unstored()
         # A loss is explained only by a kill landing between Lucid minting the token and the
-        # store: a kill within 5 s after the mint (the store takes milliseconds when alive).
-        unexplained = [t for t, at in unstored.items() if not any(at <= k <= at + 5 for k in kills)]
+        # store: a kill within 5 s after the mint (the store takes milliseconds when alive), or
+        # up to 1 s before it (a request already sent when the kill landed is still answered).
+        unexplained = [
+            t for t, at in unstored.items() if not any(at - 1 <= k <= at + 5 for k in kills)
+        ]
         row = summary(
             w,
             scenario,
@@ -78,7 +99,7 @@ def restarts(tmp: Path, size: Size, sig: signal.Signals) -> None:
             unexplained_losses=len(unexplained),
             seconds_after_restart=round(time.monotonic() - started, 1),
         )
-        assert not stuck, f"grants neither serving nor lost after the restart: {stuck}"
+        assert not stuck, f"grants neither serving again nor flagged after the restart: {stuck}"
         assert set(flagged) == set(lost), "a grant flagged for a person was not lost (or back)"
         assert not unexplained, "a refresh token was lost without a kill in its window"
         if sig == signal.SIGTERM:

@@ -2,8 +2,8 @@
 subprocesses, many grants, and the bookkeeping that says what a fault cost.
 
 Two hooks record the moments that matter, without touching the operator:
-- the Lucid emulator's refresh is wrapped to note, for each new refresh token, when Lucid
-  minted it (the old one is dead from that instant);
+- the Lucid emulator's rotation observer notes, for each new refresh token, when Lucid minted
+  it (the old one is dead from that instant);
 - the API server's commit is wrapped to note when each refresh token first reached a state
   Secret. The difference is the window in which a dying process loses a grant."""
 
@@ -24,13 +24,13 @@ from typing import Any
 
 import httpx
 
-from lucidgrant.testbed.kubeapi import KubeAPI
-from lucidgrant.testbed.lucid import LucidEmulator
-from lucidgrant.testbed.threaded import running_in_thread
+from lucidgrant_testbed import CRDS
+from lucidgrant_testbed.kubeapi import KubeAPI
+from lucidgrant_testbed.lucid import LucidEmulator
+from lucidgrant_testbed.threaded import running_in_thread
 from tests.e2e.harness import (
     CLIENT_ID,
     CLIENT_SECRET,
-    CRDS,
     GRANTS,
     SCOPES,
     Cluster,
@@ -171,29 +171,18 @@ class World:
     # -- hooks ----------------------------------------------------------------------------
 
     def _hook_lucid(self) -> None:
-        lucid = self.lucid
-        original = lucid._refresh
+        def rotated(grant_id: str, refresh_token: str) -> None:
+            with self._lock:
+                self.rotated_at[refresh_token] = time.time()
+                self.rotated_grant[refresh_token] = grant_id
 
-        def recording(client_id: str, token: str) -> Any:
-            response = original(client_id, token)
-            if response.status == 200:
-                grant = lucid._by_refresh.get(token)
-                if grant is not None and grant.refresh_token:
-                    with self._lock:
-                        self.rotated_at[grant.refresh_token] = time.time()
-                        self.rotated_grant[grant.refresh_token] = grant.id
-            return response
-
-        setattr(lucid, "_refresh", recording)  # noqa: B010 - an instance hook, tests only
-        take_delay = lucid._take_delay
-
-        def arriving() -> tuple[float, bool]:
-            # Called once per token/introspect/revoke request as it arrives, before any fault
-            # or delay: counts calls made during a fault even if answered after it.
+        def arrived() -> None:
+            # Once per token/introspect/revoke request as it arrives, before any fault or
+            # delay: counts calls made during a fault even if answered after it.
             self.arrivals.append(time.time())
-            return take_delay()
 
-        setattr(lucid, "_take_delay", arriving)  # noqa: B010
+        self.lucid.on_rotation = rotated
+        self.lucid.on_arrival = arrived
 
     def _hook_kube(self) -> None:
         store = self.kube.store
@@ -280,9 +269,6 @@ class World:
 
         wait_for(check, timeout=timeout, interval=0.25, what=what)
         return time.monotonic() - started
-
-    def not_serving(self) -> list[str]:
-        return sorted(n for n, v in self.views().items() if not v.serving)
 
     def refresh_calls(self) -> Counter[int]:
         """Calls to Lucid's refresh endpoint so far, by HTTP status."""

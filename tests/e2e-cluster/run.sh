@@ -13,6 +13,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 CLUSTER="${CLUSTER:-lucidgrant-e2e}"
 # The tag deploy/base/deployment.yaml uses, so that the loaded image is the one that runs.
 IMAGE="${IMAGE:-ghcr.io/lucidgrant/lucidgrant:0.1.0}"
+# The Lucid emulator's image (testbed/Dockerfile): the operator's image has no emulator in it.
+EMULATOR_IMAGE="${EMULATOR_IMAGE:-lucidgrant-testbed:e2e}"
 KEEP_CLUSTER="${KEEP_CLUSTER:-0}"
 OPERATOR_NS=lucidgrant-system
 EMULATOR_NS=lucid-emulator
@@ -97,9 +99,8 @@ spec:
         seccompProfile: {type: RuntimeDefault}
       containers:
         - name: emulator
-          image: $IMAGE
+          image: $EMULATOR_IMAGE
           imagePullPolicy: Never
-          command: [python, -m, lucidgrant.testbed.lucid]
           args:
             - --host=0.0.0.0
             - --port=8080
@@ -232,6 +233,9 @@ main() {
     # The Dockerfile bind-mounts the builder's wheels (RUN --mount): BuildKit.
     DOCKER_BUILDKIT=1 docker build -t "$IMAGE" "$ROOT"
     kind load docker-image "$IMAGE" --name "$CLUSTER"
+    log "building $EMULATOR_IMAGE"
+    docker build -f "$ROOT/testbed/Dockerfile" -t "$EMULATOR_IMAGE" "$ROOT"
+    kind load docker-image "$EMULATOR_IMAGE" --name "$CLUSTER"
 
     log "deploying the operator and the Lucid emulator"
     local dir

@@ -6,11 +6,12 @@ from typing import Any
 
 import pytest
 
-from lucidgrant.testbed.kubeapi import KubeAPI
-from lucidgrant.testbed.lucid import LucidEmulator
-from lucidgrant.testbed.threaded import running_in_thread
+from lucidgrant_testbed import CRDS
+from lucidgrant_testbed.kubeapi import KubeAPI
+from lucidgrant_testbed.lucid import LucidEmulator
+from lucidgrant_testbed.threaded import running_in_thread
 
-from .harness import CLIENT_ID, CLIENT_SECRET, CRDS, Cluster, OperatorProcess, dump, leaked
+from .harness import CLIENT_ID, CLIENT_SECRET, Cluster, OperatorProcess, dump, leaked
 from .install import OPERATOR, installed
 
 

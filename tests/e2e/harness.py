@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
-CRDS = ROOT / "crds"
 GRANTS = "/apis/lucidgrant.dev/v1alpha1/namespaces/{ns}/lucidgrants"
 SECRETS = "/api/v1/namespaces/{ns}/secrets"
 CLIENT_ID = "client-1"

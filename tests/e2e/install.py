@@ -6,7 +6,7 @@ from typing import Any
 
 import yaml
 
-from lucidgrant.testbed.kube_rbac import service_account
+from lucidgrant_testbed.kube_rbac import service_account
 
 from .harness import ROOT
 

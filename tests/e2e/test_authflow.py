@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import pytest
 
-from lucidgrant.testbed.lucid import LucidEmulator
+from lucidgrant_testbed.lucid import LucidEmulator
 
 from .harness import (
     CLIENT_ID,
@@ -215,7 +215,7 @@ def test_forged_tampered_and_failed_callbacks_change_nothing(cluster, lucid, sta
     lucid.auto_consent = True
 
     # Lucid fails the code exchange: 502, and the link must be clicked again.
-    lucid.fail_next(1, 503)
+    lucid.faults.fail_next(1, 503)
     refused(httpx.get(good), 502, "Lucid failed to answer")
     assert snapshot(cluster, lucid) == before
     refused(httpx.get(good), 400, "already been used")

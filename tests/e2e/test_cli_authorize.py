@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import yaml
 
-from lucidgrant.testbed.lucid import LucidEmulator
+from lucidgrant_testbed.lucid import LucidEmulator
 
 from .harness import (
     CLIENT_ID,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import signal
 import time
 
-from lucidgrant.testbed.lucid import LucidEmulator
+from lucidgrant_testbed.lucid import LucidEmulator
 
 from .harness import CLIENT_ID, CLIENT_SECRET, SCOPES, Cluster, grant_spec, wait_for
 
@@ -89,7 +89,7 @@ def test_outage_longer_than_token_lifetime_recovers_without_a_person(
     grant_id = setup_grant(cluster, lucid)
     start_operator()
     wait_for(lambda: cluster.is_true("reporting", "Ready"), what="Ready")
-    lucid.outage(15.0)  # the access token lives 6 s
+    lucid.faults.outage(15.0)  # the access token lives 6 s
     wait_for(lambda: not cluster.is_true("reporting", "Ready"), timeout=20, what="Ready false")
     ready = cluster.condition("reporting", "Ready") or {}
     assert ready["reason"] in ("ProviderUnavailable", "AccessTokenExpired")
@@ -120,13 +120,13 @@ def test_sigterm_in_the_middle_of_refreshes_loses_nothing(cluster, lucid, start_
     wait_for(lambda: cluster.is_true("reporting", "Ready"), what="Ready")
     rotations = lucid.grant_info(grant_id).rotations
     # Lucid rotates at once but answers 2 s later: SIGTERM lands while the answer is on its way.
-    lucid.slow(2.0, process_first=True)
+    lucid.faults.slow(2.0, process_first=True)
     cluster.patch_grant(
         "reporting", {"metadata": {"annotations": {"lucidgrant.dev/refresh-now": "1"}}}
     )
     wait_for(lambda: lucid.grant_info(grant_id).rotations > rotations, timeout=5, what="rotation")
     assert first.stop(signal.SIGTERM) == 0
-    lucid.clear_faults()
+    lucid.faults.clear()
     stored = (cluster.secret("reporting-lucidgrant-state") or {})["refresh_token"]
     assert stored == lucid.grant_info(grant_id).refresh_token, "the live refresh token is stored"
     rotations = lucid.grant_info(grant_id).rotations

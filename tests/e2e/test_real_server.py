@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from lucidgrant.testbed.kube_rbac import OWNER_REFERENCES_PERMISSION_ENFORCEMENT
+from lucidgrant_testbed.kube_rbac import OWNER_REFERENCES_PERMISSION_ENFORCEMENT
 
 from .harness import CLIENT_ID, CLIENT_SECRET, GRANTS, SCOPES, free_port, grant_spec, wait_for
 from .test_authflow import auth_url

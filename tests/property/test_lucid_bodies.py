@@ -40,16 +40,16 @@ def test_arbitrary_lucid_answers_never_crash_the_operator(tmp_path: Any) -> None
         w.wait_serving(60, "every grant serving before the faults")
         faults = generated(40)
         for status, body, retry_after in faults:
-            w.lucid.fail_next(1, status, retry_after=retry_after, body=body)  # type: ignore[arg-type]
-        w.lucid.html_next(5)
-        w.lucid.malformed_next(5)
+            w.lucid.faults.fail_next(1, status, retry_after=retry_after, body=body)  # type: ignore[arg-type]
+        w.lucid.faults.html_next(5)
+        w.lucid.faults.malformed_next(5)
         queued = len(faults) + 10  # and the HTML and truncated ones
         deadline = time.monotonic() + 12
         while time.monotonic() < deadline and w.lucid.stats()["faults"]["pending_failures"]:
             time.sleep(0.25)
             assert proc.proc.poll() is None, "the operator died"
         consumed = queued - w.lucid.stats()["faults"]["pending_failures"]
-        w.lucid.clear_faults()
+        w.lucid.faults.clear()
         # The backoff (and client rejections, which wait for a change of the client Secret)
         # slow the operator down, so not every answer is used; most must have been.
         assert consumed >= 20, f"only {consumed} of {queued} arbitrary answers were used"

@@ -17,10 +17,11 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 
 from lucidgrant.grant import GrantSpec, SpecError, parse_spec
-from lucidgrant.testbed.kubeapi import KubeAPI
-from lucidgrant.testbed.threaded import running_in_thread
+from lucidgrant_testbed import CRDS
+from lucidgrant_testbed.kubeapi import KubeAPI
+from lucidgrant_testbed.threaded import running_in_thread
 from tests.chaos.world import SHORT, world
-from tests.e2e.harness import CLIENT_ID, CRDS, SCOPES, Cluster, wait_for
+from tests.e2e.harness import CLIENT_ID, SCOPES, Cluster, wait_for
 
 from .specs import specs
 

@@ -15,14 +15,14 @@ import httpx
 import pytest
 import yaml
 
-from lucidgrant.testbed.kube_rbac import (
+from lucidgrant_testbed.kube_rbac import (
     OWNER_REFERENCES_PERMISSION_ENFORCEMENT,
     User,
     service_account,
 )
-from lucidgrant.testbed.kube_store import History
-from lucidgrant.testbed.kubeapi import KubeAPI
-from lucidgrant.testbed.threaded import running_in_thread
+from lucidgrant_testbed.kube_store import History
+from lucidgrant_testbed.kubeapi import KubeAPI
+from lucidgrant_testbed.threaded import running_in_thread
 
 from .test_kubeapi import GADGET_SCHEMA, GROUP, VERSION, crd, wait_for
 

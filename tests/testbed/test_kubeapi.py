@@ -18,10 +18,10 @@ import yaml
 from kubernetes import client, config, watch
 from kubernetes.client import ApiClient, ApiException
 
-from lucidgrant.testbed.kube_cel import CelSyntaxError, compile_rule
-from lucidgrant.testbed.kube_store import History
-from lucidgrant.testbed.kubeapi import KubeAPI
-from lucidgrant.testbed.threaded import ServiceThread, running_in_thread
+from lucidgrant_testbed.kube_cel import CelSyntaxError, compile_rule
+from lucidgrant_testbed.kube_store import History
+from lucidgrant_testbed.kubeapi import KubeAPI
+from lucidgrant_testbed.threaded import ServiceThread, running_in_thread
 
 GROUP, VERSION = "test.lucidgrant.dev", "v1"
 HERE = pathlib.Path(__file__).parent
@@ -1049,7 +1049,7 @@ def test_list_pagination(core: Any) -> None:
 def test_standalone_process(crd_dir: pathlib.Path, tmp_path: pathlib.Path) -> None:
     kubeconfig = tmp_path / "standalone.yaml"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lucidgrant.testbed.kubeapi", "--crds", str(crd_dir),
+        [sys.executable, "-m", "lucidgrant_testbed.kubeapi", "--crds", str(crd_dir),
          "--kubeconfig", str(kubeconfig)],
         stdout=subprocess.PIPE,
         text=True,

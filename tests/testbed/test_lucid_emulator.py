@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from lucidgrant.testbed.lucid import (
+from lucidgrant_testbed.lucid import (
     ACCESS_PREFIX,
     CODE_PREFIX,
     INVALID_CLIENT,
@@ -23,7 +23,7 @@ from lucidgrant.testbed.lucid import (
     LucidEmulator,
     RefreshRecord,
 )
-from lucidgrant.testbed.threaded import running_in_thread
+from lucidgrant_testbed.threaded import running_in_thread
 
 CLIENT = "client-1"
 SECRET = "secret-1"
@@ -500,7 +500,7 @@ def test_outage_window_answers_html_503_then_recovers(
     lucid: LucidEmulator, http: httpx.Client, clock: FakeClock
 ) -> None:
     token = new_grant(lucid)
-    lucid.outage(120)
+    lucid.faults.outage(120)
     for _ in range(3):
         response = refresh(http, token["refresh_token"])
         assert response.status_code == 503
@@ -515,16 +515,16 @@ def test_outage_window_answers_html_503_then_recovers(
     assert lucid.calls[("token_refresh", 503)] == 3
     assert lucid.calls[("introspect", 503)] == 1
 
-    lucid.outage_until(clock() + 1000)
+    lucid.faults.outage_until(clock() + 1000)
     assert refresh(http, token["refresh_token"]).status_code == 503
-    lucid.end_outage()
+    lucid.faults.end_outage()
     assert lucid.grant_of(token["refresh_token"]) is not None
 
 
 def test_429_with_and_without_retry_after(lucid: LucidEmulator, http: httpx.Client) -> None:
     token = new_grant(lucid)
-    lucid.fail_next(1, status=429, retry_after=2.5)
-    lucid.fail_next(1, status=429)
+    lucid.faults.fail_next(1, status=429, retry_after=2.5)
+    lucid.faults.fail_next(1, status=429)
     limited = refresh(http, token["refresh_token"])
     assert limited.status_code == 429
     assert limited.headers["retry-after"] == "3"
@@ -555,7 +555,7 @@ def test_server_errors(
     text: str,
 ) -> None:
     token = new_grant(lucid)
-    lucid.fail_next(2, status=status, body=body)
+    lucid.faults.fail_next(2, status=status, body=body)
     for _ in range(2):
         response = refresh(http, token["refresh_token"])
         assert response.status_code == status
@@ -568,8 +568,8 @@ def test_server_errors(
 
 def test_malformed_and_html_200_answers(lucid: LucidEmulator, http: httpx.Client) -> None:
     token = new_grant(lucid)
-    lucid.malformed_next(1)
-    lucid.html_next(1)
+    lucid.faults.malformed_next(1)
+    lucid.faults.html_next(1)
     malformed = refresh(http, token["refresh_token"])
     assert malformed.status_code == 200
     with pytest.raises(ValueError):
@@ -586,7 +586,7 @@ def test_slow_answer_beyond_the_client_timeout_changes_nothing(
     lucid: LucidEmulator, http: httpx.Client
 ) -> None:
     token = new_grant(lucid)
-    lucid.slow(0.6, n=1)
+    lucid.faults.slow(0.6, n=1)
     with pytest.raises(httpx.ReadTimeout):
         refresh_with_timeout(http, token["refresh_token"], 0.2)
     # The answer nobody waited for was never processed: the same token still refreshes.
@@ -599,16 +599,16 @@ def test_slow_answer_within_the_timeout_is_processed(
     lucid: LucidEmulator, http: httpx.Client
 ) -> None:
     token = new_grant(lucid)
-    lucid.slow(0.2)
+    lucid.faults.slow(0.2)
     assert refresh(http, token["refresh_token"]).status_code == 200
     assert introspect(http, token["access_token"]) == {"active": False}
-    lucid.clear_faults()
+    lucid.faults.clear()
     assert lucid.stats()["faults"]["slow_seconds"] == 0.0
 
 
 def test_slow_process_first_loses_the_new_tokens(lucid: LucidEmulator, http: httpx.Client) -> None:
     token = new_grant(lucid)
-    lucid.slow(0.6, n=1, process_first=True)
+    lucid.faults.slow(0.6, n=1, process_first=True)
     with pytest.raises(httpx.ReadTimeout):
         refresh_with_timeout(http, token["refresh_token"], 0.2)
     assert lucid.refresh_count == 1
@@ -619,7 +619,7 @@ def test_flaky_invalid_grant_leaves_the_grant_alive(
     lucid: LucidEmulator, http: httpx.Client
 ) -> None:
     token = new_grant(lucid)
-    lucid.flaky_invalid_grant_next(2)
+    lucid.faults.flaky_invalid_grant_next(2)
     for _ in range(2):
         response = refresh(http, token["refresh_token"])
         assert response.status_code == 400
@@ -635,7 +635,7 @@ def test_flaky_invalid_grant_probability_is_seeded(
     lucid: LucidEmulator, http: httpx.Client
 ) -> None:
     def run() -> list[int]:
-        lucid.flaky_invalid_grant(0.5, seed=7)
+        lucid.faults.flaky_invalid_grant(0.5, seed=7)
         token = new_grant(lucid)["refresh_token"]
         statuses = []
         for _ in range(20):
@@ -654,8 +654,8 @@ def test_flaky_invalid_grant_probability_is_seeded(
 
 
 def test_faults_do_not_touch_the_control_api(lucid: LucidEmulator, http: httpx.Client) -> None:
-    lucid.outage(60)
-    lucid.fail_next(5)
+    lucid.faults.outage(60)
+    lucid.faults.fail_next(5)
     assert http.get("/_emulator/stats").status_code == 200
     assert lucid.stats()["faults"]["pending_failures"] == 5
 
@@ -766,7 +766,7 @@ def test_standalone_main_serves_and_stops_on_sigterm() -> None:
         [
             sys.executable,
             "-m",
-            "lucidgrant.testbed.lucid",
+            "lucidgrant_testbed.lucid",
             "--port",
             "0",
             "--access-ttl",

@@ -34,16 +34,6 @@ def version() -> None:
 cli.add_command(run)
 
 
-@cli.command(name="demo")
-@click.option("--duration", default=60.0, show_default=True, help="Seconds to run.")
-@click.option("--access-ttl", default=9.0, show_default=True, help="Access token lifetime (s).")
-def demo_command(duration: float, access_ttl: float) -> None:
-    """Run the operator against emulators and show tokens rotating, live."""
-    from lucidgrant.demo import run_demo
-
-    run_demo(duration, access_ttl)
-
-
 @cli.command(name="authorize")
 @authorize_options
 def authorize_command(**options: Any) -> None:

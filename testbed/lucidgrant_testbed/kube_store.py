@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from lucidgrant.testbed import kube_schema
-from lucidgrant.testbed.kube_errors import (
+from lucidgrant_testbed import kube_schema
+from lucidgrant_testbed.kube_errors import (
     ApiError,
     Cause,
     already_exists,
@@ -32,10 +32,10 @@ from lucidgrant.testbed.kube_errors import (
     invalid,
     not_found,
 )
-from lucidgrant.testbed.kube_meta import data_key_problems, metadata_problems
-from lucidgrant.testbed.kube_patch import PatchError, json_patch, merge_patch
-from lucidgrant.testbed.kube_select import Matcher
-from lucidgrant.testbed.kube_types import (
+from lucidgrant_testbed.kube_meta import data_key_problems, metadata_problems
+from lucidgrant_testbed.kube_patch import PatchError, json_patch, merge_patch
+from lucidgrant_testbed.kube_select import Matcher
+from lucidgrant_testbed.kube_types import (
     JSON,
     ResourceType,
     builtin_types,

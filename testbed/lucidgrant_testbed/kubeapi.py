@@ -1,10 +1,11 @@
 """An emulated Kubernetes API server on aiohttp, for tests, the demo and the benchmark.
 
 The real `kubernetes` client and kopf talk to it over HTTP through a kubeconfig, unpatched.
-See KUBEAPI.md beside this file for where it is simpler than the real API server.
+docs/testing.md says where it is simpler than the real API server.
 
-Standalone: `python -m lucidgrant.testbed.kubeapi --port 8001 --crds crds/ --kubeconfig k.yaml`
-prints the URL once listening and serves until SIGTERM or SIGINT.
+Standalone: `python -m lucidgrant_testbed.kubeapi --port 8001 --kubeconfig k.yaml` (the LucidGrant
+CRD unless `--crds` names others) prints the URL once listening and serves until SIGTERM or
+SIGINT.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from urllib.parse import unquote
 import yaml
 from aiohttp import web
 
-from lucidgrant.testbed.kube_errors import ApiError, bad_request, for_code
-from lucidgrant.testbed.kube_rbac import (
+from lucidgrant_testbed import CRDS
+from lucidgrant_testbed.kube_errors import ApiError, bad_request, for_code
+from lucidgrant_testbed.kube_rbac import (
     ADMIN,
     OWNER_REFERENCES_PERMISSION_ENFORCEMENT,
     RBAC_GROUP,
@@ -41,8 +43,8 @@ from lucidgrant.testbed.kube_rbac import (
     denied,
     owner_reference_check,
 )
-from lucidgrant.testbed.kube_select import combine, field_matcher, label_matcher
-from lucidgrant.testbed.kube_store import (
+from lucidgrant_testbed.kube_select import combine, field_matcher, label_matcher
+from lucidgrant_testbed.kube_store import (
     CRD_KEY,
     JSON_PATCH,
     NAMESPACES_KEY,
@@ -55,7 +57,7 @@ from lucidgrant.testbed.kube_store import (
     dumps,
     render,
 )
-from lucidgrant.testbed.kube_types import JSON, ResourceType
+from lucidgrant_testbed.kube_types import JSON, ResourceType
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -225,7 +227,7 @@ def _documents(paths: Sequence[pathlib.Path]) -> list[JSON]:
 
 class KubeAPI:
     """The emulated API server. Start it with `await start()`, or in a thread with
-    `lucidgrant.testbed.threaded.running_in_thread(KubeAPI(...))`.
+    `lucidgrant_testbed.threaded.running_in_thread(KubeAPI(...))`.
 
     `manifests` are created at start, after the CRDs (kinds the emulator does not serve, such
     as Deployments, are skipped). Requests are authorized by RBAC from the RBAC objects stored;
@@ -838,7 +840,7 @@ def _list_key(obj: JSON) -> tuple[str, str]:
 
 async def _serve(args: argparse.Namespace) -> None:
     kube = KubeAPI(
-        [pathlib.Path(p) for p in args.crds],
+        [pathlib.Path(p) for p in args.crds] or [CRDS],
         history=History(most=args.history_size, seconds=args.history_seconds),
         bookmark_interval=args.bookmark_interval,
     )
@@ -862,7 +864,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Serve an emulated Kubernetes API.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--crds", action="append", default=[], help="CRD file or directory")
+    parser.add_argument(
+        "--crds",
+        action="append",
+        default=[],
+        help="CRD file or directory (repeatable; default: the LucidGrant CRD)",
+    )
     parser.add_argument("--kubeconfig", help="write a kubeconfig pointing here to this path")
     parser.add_argument("--namespace", default="default", help="the kubeconfig's namespace")
     parser.add_argument(

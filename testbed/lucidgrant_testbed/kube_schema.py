@@ -14,8 +14,8 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from lucidgrant.testbed.kube_cel import CelEvalError, CelSyntaxError, compile_rule
-from lucidgrant.testbed.kube_errors import Cause
+from lucidgrant_testbed.kube_cel import CelEvalError, CelSyntaxError, compile_rule
+from lucidgrant_testbed.kube_errors import Cause
 
 logger = logging.getLogger(__name__)
 

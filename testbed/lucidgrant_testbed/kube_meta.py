@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from lucidgrant.testbed.kube_errors import Cause
+from lucidgrant_testbed.kube_errors import Cause
 
 JSON = dict[str, Any]
 

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from lucidgrant.testbed.kube_errors import Cause
+from lucidgrant_testbed.kube_errors import Cause
 
 JSON = dict[str, Any]
 

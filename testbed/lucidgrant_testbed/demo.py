@@ -1,6 +1,7 @@
-"""`lucidgrant demo`: the whole system on loopback, live in the terminal. The emulated Kubernetes
-API and the Lucid emulator (with short token lifetimes) run in this process, the operator in a
-child process, exactly as in the end-to-end tests. Tokens are shown only as fingerprints."""
+"""`lucidgrant-demo` (what `make demo` runs): the whole system on loopback, live in the terminal.
+The emulated Kubernetes API and the Lucid emulator (with short token lifetimes) run in this
+process, the operator in a child process, exactly as in the end-to-end tests. Tokens are shown
+only as fingerprints."""
 
 from __future__ import annotations
 
@@ -19,21 +20,15 @@ from typing import Any
 import click
 import httpx
 
-from lucidgrant.testbed.kubeapi import KubeAPI
-from lucidgrant.testbed.lucid import LucidEmulator
-from lucidgrant.testbed.threaded import running_in_thread
+from lucidgrant_testbed import CRDS
+from lucidgrant_testbed.kubeapi import KubeAPI
+from lucidgrant_testbed.lucid import LucidEmulator
+from lucidgrant_testbed.threaded import running_in_thread
 
 CLIENT_ID, CLIENT_SECRET = "demo-client", "demo-client-secret"
 NS = "default"
 GRANTS = f"/apis/lucidgrant.dev/v1alpha1/namespaces/{NS}/lucidgrants"
 SECRETS = f"/api/v1/namespaces/{NS}/secrets"
-
-
-def find_crds() -> Path:
-    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        if (base / "crds").is_dir():
-            return base / "crds"
-    raise click.ClickException("cannot find the crds/ folder: run the demo from the repository")
 
 
 def fingerprint(value: str | None) -> str:
@@ -93,13 +88,16 @@ class Demo:
         )
 
 
-def run_demo(duration: float, access_ttl: float) -> None:
-    crds = find_crds()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--duration", default=60.0, show_default=True, help="Seconds to run.")
+@click.option("--access-ttl", default=9.0, show_default=True, help="Access token lifetime (s).")
+def main(duration: float, access_ttl: float) -> None:
+    """Run the operator against emulators and show tokens rotating, live."""
     lucid_emulator = LucidEmulator(access_ttl=access_ttl, refresh_ttl=3600.0)
     lucid_emulator.add_client(CLIENT_ID, CLIENT_SECRET)
     with (
         tempfile.TemporaryDirectory(prefix="lucidgrant-demo-") as tmp,
-        running_in_thread(KubeAPI([crds])) as (kube, _),
+        running_in_thread(KubeAPI([CRDS])) as (kube, _),
         running_in_thread(lucid_emulator) as (lucid, _),
     ):
         kubeconfig = kube.write_kubeconfig(Path(tmp) / "kubeconfig")

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from lucidgrant.testbed.kube_errors import ApiError, qualified
+from lucidgrant_testbed.kube_errors import ApiError, qualified
 
 JSON = dict[str, Any]
 RBAC_GROUP = "rbac.authorization.k8s.io"

@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from lucidgrant.testbed.kube_errors import bad_request
+from lucidgrant_testbed.kube_errors import bad_request
 
 Matcher = Callable[[dict[str, Any]], bool]
 

@@ -1,0 +1,3 @@
+from lucidgrant_testbed.lucid.cli import main
+
+main()
