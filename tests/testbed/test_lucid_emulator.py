@@ -703,6 +703,23 @@ def test_refresh_records_and_counters(
     assert stats["live_refresh_tokens"] == 1
 
 
+def test_observers_see_every_arrival_and_every_rotation(
+    lucid: LucidEmulator, http: httpx.Client
+) -> None:
+    arrivals: list[int] = []
+    rotations: list[tuple[str, str]] = []
+    lucid.on_arrival = lambda: arrivals.append(1)
+    lucid.on_rotation = lambda grant_id, token: rotations.append((grant_id, token))
+    token = new_grant(lucid)
+    grant_id = lucid.grant_of(token["refresh_token"])
+    lucid.faults.fail_next(1, 503)
+    assert refresh(http, token["refresh_token"]).status_code == 503
+    rotated = refresh(http, token["refresh_token"]).json()
+    assert refresh(http, token["refresh_token"]).status_code == 400
+    assert len(arrivals) == 3, "a failed answer is an arrival too"
+    assert rotations == [(grant_id, rotated["refresh_token"])]
+
+
 # ------------------------------------------------------------------ control API
 
 
