@@ -12,8 +12,8 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 RENDERED := build/rendered
 # What the demo needs and nothing more: the operator and the testbed.
 DEMO_STAMP := $(VENV)/.demo-installed
-# Test processes in parallel: independent test files share nothing (ports, tmp dirs and
-# emulators are per test), and most of a test's time is spent waiting on the operator.
+# Test processes in parallel: tests share nothing (ports, tmp dirs and emulators are their
+# own), and most of an end-to-end test's time is spent waiting for token lifetimes.
 TEST_JOBS ?= 3
 
 .PHONY: install test lint demo chaos bench clean
@@ -41,7 +41,7 @@ install: $(STAMP)
 
 test: $(STAMP)
 	tests/setup-tools.sh
-	$(BIN)/pytest -q -n $(TEST_JOBS) --dist loadfile
+	$(BIN)/pytest -q -n $(TEST_JOBS) --dist load
 
 lint: $(STAMP) $(CHECKOV_STAMP)
 	$(BIN)/ruff check .

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import secrets
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -105,11 +104,7 @@ class GrantBook:
     """Lucid's clients, codes and grants. Public methods may be called from any thread."""
 
     def __init__(
-        self,
-        access_ttl: float = 3600.0,
-        refresh_ttl: float = 180 * 86400.0,
-        code_ttl: float = 300.0,
-        clock: Callable[[], float] = time.time,
+        self, access_ttl: float, refresh_ttl: float, code_ttl: float, clock: Callable[[], float]
     ) -> None:
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
