@@ -73,25 +73,75 @@ class Demo:
         response = self.api.get(f"{GRANTS}/reporting")
         return dict(response.json()) if response.status_code == 200 else {}
 
-    def line(self, started: float) -> str:
+    def row(self, started: float) -> tuple[str, bool]:
+        """One table row, and whether the grant asks for a person right now."""
         status = self.grant().get("status") or {}
         conds = {c["type"]: c for c in status.get("conditions") or []}
         ready = conds.get("Ready", {})
         reauth = conds.get("ReauthorizationRequired", {})
-        access = self.secret("lucid-token", "access_token")
-        refresh = self.secret("reporting-lucidgrant-state", "refresh_token")
-        return (
-            f"{time.monotonic() - started:5.0f}s  access {fingerprint(access)}  "
-            f"refresh {fingerprint(refresh)}  Ready={ready.get('status', '-'):5} "
-            f"({ready.get('reason', '-')})  Reauth={reauth.get('status', '-'):5} "
-            f"({reauth.get('reason', '-')})  rotations={self.lucid.refresh_count}"
+        cells = (
+            f"{time.monotonic() - started:.0f}s",
+            fingerprint(self.secret("lucid-token", "access_token")),
+            fingerprint(self.secret("reporting-lucidgrant-state", "refresh_token")),
+            ready.get("status", "-"),
+            ready.get("reason", "-"),
+            reauth.get("status", "-"),
+            reauth.get("reason", "-"),
+            str(self.lucid.refresh_count),
         )
+        return format_row(cells), reauth.get("status") == "True"
+
+
+# Fixed widths, so that columns stay put when a reason changes.
+COLUMNS = (
+    ("TIME", 5, ">"),
+    ("ACCESS", 8, "<"),
+    ("REFRESH", 8, "<"),
+    ("READY", 5, "<"),
+    ("REASON", 21, "<"),
+    ("REAUTH", 6, "<"),
+    ("REASON", 21, "<"),
+    ("ROTATIONS", 9, ">"),
+)
+
+
+def format_row(cells: tuple[str, ...]) -> str:
+    return "  ".join(f"{c:{a}{w}}" for c, (_, w, a) in zip(cells, COLUMNS, strict=True)).rstrip()
+
+
+def intro(kube_url: str, lucid_url: str, kubeconfig: Path, access_ttl: float) -> str:
+    plugin_dir = Path(sys.executable).parent
+    return f"""\
+lucidgrant demo: an emulated Kubernetes API ({kube_url}), a Lucid emulator ({lucid_url})
+and the real operator, all on this machine. Access tokens live {access_ttl:.0f} s here (1 hour at
+Lucid). ACCESS and REFRESH are fingerprints of the tokens in the consumer Secret lucid-token and
+in the operator's state Secret; READY and REAUTH are the grant's conditions.
+
+Try, in another terminal, while it runs (the plugin is in {plugin_dir}):
+  export KUBECONFIG={kubeconfig} PATH={plugin_dir}:$PATH
+  kubectl get lg
+  kubectl lucidgrant status
+  kubectl lucidgrant refresh reporting
+"""
+
+
+OUTRO = """\
+You saw the access token rotate before each expiry, the refresh token rotate with it and be
+stored first, a grant revoked at Lucid flagged ReauthorizationRequired, and the grant recover
+once a person authorized again. Next: the README's Install and "A first grant, step by step"."""
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C, a kill or a closed terminal all end the demo the same way: the operator, in a
+    session of its own, gets SIGTERM and the emulators stop."""
+    raise KeyboardInterrupt
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--duration", default=60.0, show_default=True, help="Seconds to run.")
 @click.option("--access-ttl", default=9.0, show_default=True, help="Access token lifetime (s).")
-def main(duration: float, access_ttl: float) -> None:
+@click.option("--keep", is_flag=True, help="Keep running after the script until Ctrl-C.")
+def main(duration: float, access_ttl: float, keep: bool) -> None:
     """Run the operator against emulators and show tokens rotating, live."""
     lucid_emulator = LucidEmulator(access_ttl=access_ttl, refresh_ttl=3600.0)
     lucid_emulator.add_client(CLIENT_ID, CLIENT_SECRET)
@@ -103,8 +153,7 @@ def main(duration: float, access_ttl: float) -> None:
         kubeconfig = kube.write_kubeconfig(Path(tmp) / "kubeconfig")
         api = httpx.Client(base_url=kube.url, timeout=10)
         demo = Demo(api, lucid)
-        click.echo(f"Emulated Kubernetes API at {kube.url}, Lucid emulator at {lucid.url}")
-        click.echo(f"Access tokens live {access_ttl:.0f}s here (1 hour at Lucid).")
+        click.echo(intro(kube.url, lucid.url, kubeconfig, access_ttl))
         demo.put_secret(
             "lucid-oauth-client", {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
         )
@@ -122,6 +171,7 @@ def main(duration: float, access_ttl: float) -> None:
         }
         api.post(GRANTS, json=grant).raise_for_status()
         click.echo("Applied LucidGrant default/reporting; starting the operator.\n")
+        click.echo(format_row(tuple(name for name, _, _ in COLUMNS)))
         log = open(Path(tmp) / "operator.log", "wb")  # noqa: SIM115 - closed below
         env = {
             **os.environ,
@@ -137,12 +187,18 @@ def main(duration: float, access_ttl: float) -> None:
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            # Its own session: Ctrl-C reaches the demo only, which then stops it with SIGTERM.
+            start_new_session=True,
         )
         started = time.monotonic()
-        revoke_at, reauthorize_at = duration * 0.55, duration * 0.8
+        revoke_at, give_up_waiting_at = duration * 0.45, duration * 0.85
         revoked = reauthorized = False
+        flagged_at: float | None = None
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, _interrupt)
         try:
-            while (elapsed := time.monotonic() - started) < duration:
+            while keep or time.monotonic() - started < duration:
+                elapsed = time.monotonic() - started
                 if operator.poll() is not None:
                     raise click.ClickException(f"the operator exited ({operator.returncode})")
                 if not revoked and elapsed >= revoke_at:
@@ -153,17 +209,27 @@ def main(duration: float, access_ttl: float) -> None:
                         lucid.revoke_grant_of(lucid.grant_info(grant_id).access_token)
                     click.echo(">>> The demo revokes the grant at Lucid (as an admin would).")
                     revoked = True
-                if revoked and not reauthorized and elapsed >= reauthorize_at:
+                row, flagged = demo.row(started)
+                if revoked and flagged and flagged_at is None:
+                    flagged_at = elapsed
+                # The person answers the flag after a moment, as a page would be answered.
+                answer = flagged_at is not None and elapsed >= flagged_at + 2
+                if revoked and not reauthorized and (answer or elapsed >= give_up_waiting_at):
                     demo.authorize()
                     click.echo(
                         ">>> A person authorizes again: a new refresh token in lucid-bootstrap."
                     )
                     reauthorized = True
-                click.echo(demo.line(started))
+                click.echo(row)
                 time.sleep(1.0)
+        except KeyboardInterrupt:
+            click.echo("")
         finally:
             operator.send_signal(signal.SIGTERM)
             code = operator.wait(30)
             log.close()
             api.close()
-        click.echo(f"\nThe operator stopped cleanly (exit {code}) after {duration:.0f}s.")
+        elapsed = time.monotonic() - started
+        stopped = "stopped cleanly (exit 0)" if code == 0 else f"exited with {code}"
+        click.echo(f"\nThe operator {stopped} after {elapsed:.0f} s.")
+        click.echo(OUTRO if reauthorized else "Stopped before the demo's script had finished.")
