@@ -276,7 +276,7 @@ def test_check_tells_what_runs_and_what_to_do(cluster, lucid, kube_api, start_op
     assert identity in operator.logs()
     assert running[3][0] == "OK" and "(default/alpha)" in running[3][1]
 
-    lucid.outage(600)
+    lucid.faults.outage(600)
     cluster.patch_grant("alpha", {"metadata": {"annotations": {"lucidgrant.dev/refresh-now": "1"}}})
     wait_for(
         lambda: (cluster.condition("alpha", "Ready") or {}).get("reason") == "ProviderUnavailable",
@@ -286,7 +286,7 @@ def test_check_tells_what_runs_and_what_to_do(cluster, lucid, kube_api, start_op
     assert down.returncode == 1
     reach = check_lines(down)[3]
     assert reach[0] == "FAIL" and "default/alpha: ProviderUnavailable" in reach[1]
-    lucid.outage(0)
+    lucid.faults.outage(0)
 
 
 def test_check_without_the_crd(kube_api, lucid):
