@@ -101,7 +101,7 @@ def one_fault(w: World, size: Size, scenario: str) -> None:
         recovery = None
     alive = all(p.proc.poll() is None for p in w.procs)
     views = w.views()
-    lost = sorted(n for n, v in views.items() if v.lost and w.views()[n].lost)
+    lost = w.lost_for_good(views)
     flagged = sorted(n for n, v in views.items() if v.reauth)
     stuck = sorted(n for n, v in views.items() if not v.serving)
     windows = w.windows()

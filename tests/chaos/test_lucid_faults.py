@@ -96,9 +96,7 @@ def one_fault(w: World, size: Size, scenario: str) -> None:
     except AssertionError:
         recovery = None
     views = w.views()
-    # A snapshot may catch a rotation between Lucid and the store: look again before calling
-    # a grant lost.
-    lost = sorted(n for n, v in views.items() if v.lost and w.views()[n].lost)
+    lost = w.lost_for_good(views)
     flagged = sorted(n for n, v in views.items() if v.reauth)
     stuck = sorted(n for n, v in views.items() if not v.serving)
     per_grant = max_attempts(window, retry_after, size.access_ttl)

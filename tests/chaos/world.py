@@ -315,6 +315,18 @@ class World:
 
     # -- what was lost ----------------------------------------------------------------------
 
+    def lost_for_good(self, views: dict[str, GrantView], settle: float = 5.0) -> list[str]:
+        """The grants of `views` whose stored refresh token is not the live one and stays so. A
+        snapshot can fall between Lucid rotating a grant and the operator storing the new token:
+        milliseconds when the process runs, longer on a busy machine; a lost grant stays lost."""
+        suspects = {name for name, v in views.items() if v.lost}
+        deadline = time.monotonic() + settle
+        while suspects and time.monotonic() < deadline:
+            time.sleep(0.1)
+            now = self.views()
+            suspects = {name for name in suspects if now[name].lost}
+        return sorted(suspects)
+
     def windows(self) -> list[float]:
         """Seconds from Lucid minting each refresh token to its first store, for tokens stored."""
         with self._lock:
