@@ -180,12 +180,12 @@ def conditions_for(outcome: Outcome, now: float, stamp: Any) -> list[Condition]:
             reason, text = outcome.problem
             lead = "A new authorization was refused" if reason.needs_person else "Refreshing fails"
             message += f" {lead} ({reason}): {text}"
-        ready = Condition(READY, True, "Refreshed", message)
+        ready = Condition(READY, True, Reason.REFRESHED, message)
     elif outcome.suspended:
         ready = Condition(
             READY,
             False,
-            "Suspended",
+            Reason.SUSPENDED,
             "spec.suspend is true: no refreshes until it is false; the access token expires.",
         )
     elif outcome.problem:
@@ -194,7 +194,7 @@ def conditions_for(outcome: Outcome, now: float, stamp: Any) -> list[Condition]:
         ready = Condition(READY, False, outcome.reauth[0], outcome.reauth[1])
     else:
         ready = Condition(
-            READY, False, "AccessTokenExpired", "The access token expired; a refresh is due."
+            READY, False, Reason.ACCESS_TOKEN_EXPIRED, "The access token expired; a refresh is due."
         )
     if outcome.reauth:
         reauth = Condition(REAUTH, True, outcome.reauth[0], outcome.reauth[1])
