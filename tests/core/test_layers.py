@@ -9,7 +9,6 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "operator" / "lucidgrant"
-LEFT_OUT = ("testbed", "demo")  # the emulators, moving out of the package
 
 
 def module_name(path: Path) -> str:
@@ -18,11 +17,7 @@ def module_name(path: Path) -> str:
 
 
 def graph() -> dict[str, set[str]]:
-    modules = {
-        module_name(p): p
-        for p in PACKAGE.rglob("*.py")
-        if not any(part.startswith(LEFT_OUT) for part in p.relative_to(PACKAGE).parts)
-    }
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
     edges: dict[str, set[str]] = {}
     for name, path in modules.items():
         found: set[str] = set()
