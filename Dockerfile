@@ -43,7 +43,7 @@ RUN rm -rf /usr/local/bin/pip* /usr/local/bin/wheel /usr/local/lib/python3.11/en
 COPY --from=builder /install /usr/local
 # A numeric uid/gid (no /etc/passwd entry needed) so that runAsNonRoot can verify it.
 USER 65532:65532
-# Probes, /metrics and the authorization web flow.
-EXPOSE 8080
+# 8080: probes and /metrics; 8081: the authorization web flow.
+EXPOSE 8080 8081
 ENTRYPOINT ["lucidgrant"]
 CMD ["run", "--all-namespaces"]

@@ -358,9 +358,9 @@ def test_deployment_is_hardened() -> None:
     assert c["image"] == "ghcr.io/lucidgrant/lucidgrant:0.1.0"
 
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"http": 8080}
-    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert ports == {"metrics": 8080, "flow": 8081}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
 
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -400,6 +400,7 @@ def test_termination_grace_outlasts_shutdown_grace() -> None:
     assert pod["terminationGracePeriodSeconds"] == 40
     assert pod["terminationGracePeriodSeconds"] > shutdown_grace
     assert int(env["LUCIDGRANT_HTTP_PORT"]) == 8080
+    assert int(env["LUCIDGRANT_FLOW_PORT"]) == 8081
 
 
 def test_deployment_runs_the_operator_on_all_namespaces() -> None:
@@ -428,15 +429,22 @@ def test_selectors_find_the_operator_pods() -> None:
     assert _matches(deployment()["spec"]["selector"]["matchLabels"], labels)
     service = find(docs, "Service", "lucidgrant", NAMESPACE)
     assert _matches(service["spec"]["selector"], labels)
+    # The flow's Service (what an Ingress points at) carries no /metrics.
     assert [(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [
-        ("http", 8080, "http")
+        ("flow", 8081, "flow")
+    ]
+    metrics = find(docs, "Service", "lucidgrant-metrics", NAMESPACE)
+    assert _matches(metrics["spec"]["selector"], labels)
+    assert [(p["name"], p["port"], p["targetPort"]) for p in metrics["spec"]["ports"]] == [
+        ("metrics", 8080, "metrics")
     ]
     pdb = find(docs, "PodDisruptionBudget", "lucidgrant", NAMESPACE)
     assert _matches(pdb["spec"]["selector"]["matchLabels"], labels)
     assert pdb["spec"]["minAvailable"] == 1  # one of the two replicas may go at a time
     monitor = find(docs, "ServiceMonitor", "lucidgrant", NAMESPACE)
-    assert _matches(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
-    assert monitor["spec"]["endpoints"][0]["port"] == "http"
+    assert _matches(monitor["spec"]["selector"]["matchLabels"], metrics["metadata"]["labels"])
+    assert not _matches(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
     # The alert rules group by the grants' own `namespace` label.
     assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
@@ -639,7 +647,7 @@ def test_dockerfile_final_stage() -> None:
     assert "HEALTHCHECK" not in [i for s in stages for i, _ in s]
     assert ("ENTRYPOINT", '["lucidgrant"]') in final
     assert ("CMD", '["run", "--all-namespaces"]') in final
-    assert ("EXPOSE", "8080") in final
+    assert ("EXPOSE", "8080 8081") in final
     env = " ".join(rest for i, rest in final if i == "ENV")
     assert "PYTHONDONTWRITEBYTECODE=1" in env and "PYTHONUNBUFFERED=1" in env
     # Only what the builder installed comes in; the final stage itself installs nothing.
@@ -692,6 +700,15 @@ def test_network_policy_in_from_flow_and_prometheus_out_to_dns_and_https() -> No
         p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for p in peers
     }
     assert namespaces == {"ingress-nginx", "monitoring"}
+    # Each peer reaches its own port: the ingress controller the flow, Prometheus /metrics.
+    port_of = {
+        peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]: {
+            port["port"] for port in rule["ports"]
+        }
+        for rule in spec["ingress"]
+        for peer in rule["from"]
+    }
+    assert port_of == {"ingress-nginx": {"flow"}, "monitoring": {"metrics"}}
     allowed_out = {
         (port["port"], port["protocol"]) for rule in spec["egress"] for port in rule["ports"]
     }
