@@ -1,12 +1,28 @@
-"""The operator-hosted authorization flow (opt-in: LUCIDGRANT_EXTERNAL_URL).
+"""The operator-hosted authorization flow (opt-in: LUCIDGRANT_EXTERNAL_URL, https:// only),
+served on its own listener (LUCIDGRANT_FLOW_PORT), apart from the probes and /metrics.
 
-`GET /authorize/{namespace}/{name}` sends a person to Lucid's consent page for that grant;
-`GET /callback` takes Lucid's answer, exchanges the code with the grant's client credentials and
-hands the new grant to the operator, which stores it under the same lock as a refresh. The
-signed `state` that carries the grant through Lucid and back is authstate.py's.
+`GET /authorize/{namespace}/{name}` sends a person to Lucid's consent page for that grant and
+sets the browser's flow cookie; `GET /callback` takes Lucid's answer and, under the grant's
+refresh lock, exchanges the code and stores the new grant. The signed, browser-bound `state`
+that carries the grant through Lucid and back is authstate.py's.
 
-The flow sees the operator through `FlowHost`, five calls, not the whole runtime: tests can
-host it with fakes, and the web modules import nothing of the runtime.
+What a stranger on the Internet can do with it is bounded:
+- `/authorize` answers every grant that does not await a person (unknown, working, invalid,
+  without client Secret) with the same 404 page, so it tells nobody which grants exist;
+- `/callback` verifies `state` (signature, expiry, the browser's cookie) before it reads
+  anything else of the query; then it shows only known OAuth error codes, in its own words;
+- under the lock it goes on only for the same grant object (UID) with the same spec
+  (generation) whose state Secret, as the lock's compare-and-swap proved it current, still
+  has no live refresh token (or one lacking scopes the spec asks for); and it records the
+  state as used on that Secret before Lucid is called (a state works once, on any replica);
+- token buckets per client address and per grant, and a cap on outstanding states
+  (flowlimit.py), refuse floods with 429 before any Kubernetes or Lucid call; code exchanges
+  use their own connection pool, so refreshes never wait behind them;
+- with LUCIDGRANT_FLOW_USER_HEADER set (an authenticating proxy in front), a request without
+  that header is refused and the person it names is recorded in the Authorized event.
+
+The flow sees the operator through `FlowHost`, not the whole runtime: tests can host it with
+fakes, and the web modules import nothing of the runtime.
 
 Nothing from a request reaches a page unescaped, and the only redirect goes to the configured
 Lucid app URL: no request value chooses where a browser is sent."""
@@ -16,14 +32,27 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
-from collections.abc import Iterable
+import math
+import time
+from collections.abc import Callable, Iterable
 from typing import Literal, Protocol
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from lucidgrant.authstate import DEFAULT_STATE_TTL, StateError, StateSigner
+from lucidgrant.authstate import (
+    COOKIE,
+    StateClaims,
+    StateError,
+    StateSigner,
+    browser_nonce,
+    check_browser,
+    record_use,
+)
 from lucidgrant.cache import GrantRecord, Key
+from lucidgrant.config import Settings
+from lucidgrant.decide import missing_scopes
+from lucidgrant.flowlimit import KeyedBuckets, OutstandingStates
 from lucidgrant.grant import GrantSpec
 from lucidgrant.kube import KubeError
 from lucidgrant.lucid import (
@@ -33,11 +62,40 @@ from lucidgrant.lucid import (
     LucidError,
     TokenSet,
 )
-from lucidgrant.names import REAUTH
+from lucidgrant.names import ANN_USED_STATES, REAUTH
 from lucidgrant.status import condition_of
-from lucidgrant.store import LockBusyError
+from lucidgrant.store import GrantState, LockBusyError
 
 log = logging.getLogger(__name__)
+
+# Requests in a row before a bucket's rate applies.
+BURST = 10
+# Outstanding states of one grant at most (LUCIDGRANT_FLOW_MAX_STATES caps them in all).
+STATES_PER_GRANT = 16
+# The longest identity taken from the proxy's user header.
+MAX_USER_LENGTH = 256
+
+# OAuth 2.0 authorization error codes (RFC 6749, 4.1.2.1, and Lucid's invalid_scopes), told in
+# the operator's words; any other value of `error` is not repeated.
+LUCID_ERRORS = {
+    "access_denied": "the person declined on Lucid's page, or may not grant this access",
+    "invalid_scope": "Lucid refused the requested scopes",
+    "invalid_scopes": "Lucid refused the requested scopes",
+    "unauthorized_client": "Lucid does not let this OAuth client ask for it",
+    "invalid_request": "Lucid found the request malformed",
+    "unsupported_response_type": "Lucid found the request malformed",
+    "server_error": "Lucid failed; try again shortly",
+    "temporarily_unavailable": "Lucid is unavailable; try again shortly",
+}
+
+
+def lucid_error_text(error: str) -> str:
+    explained = LUCID_ERRORS.get(error)
+    return (
+        f"Lucid did not grant access: {error} ({explained})."
+        if explained
+        else ("Lucid did not grant access.")
+    )
 
 
 def authorize_url(
@@ -102,8 +160,38 @@ def _refused(status: int, why: str, *more: str) -> web.Response:
     )
 
 
-def _clip(value: str, limit: int = 200) -> str:
-    return value if len(value) <= limit else value[:limit] + "…"
+def _nothing_here() -> web.Response:
+    """The one answer for every grant that does not await a person here, whether it exists or
+    not, works or not: strangers learn nothing from it."""
+    return page(
+        404,
+        "No authorization waiting",
+        "No grant awaits authorization at this link. Links are in the status of a LucidGrant "
+        "that needs a person (status.authorizationURL).",
+        "To replace a working grant on purpose, run kubectl lucidgrant authorize NAME -n "
+        "NAMESPACE.",
+    )
+
+
+def _too_many(wait: float) -> web.Response:
+    seconds = max(1, math.ceil(wait))
+    response = page(429, "Too many requests", f"Try again in {seconds} seconds.")
+    response.headers["Retry-After"] = str(seconds)
+    return response
+
+
+class FlowRefusedError(Exception):
+    """The grant does not want this authorization (any more); the message is safe to show."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def person_needed(spec: GrantSpec, state: GrantState) -> bool:
+    """What the state Secret says, under the lock: no live refresh token, or one that lacks
+    scopes the spec asks for. (The status can lag behind it by a reconcile.)"""
+    return not state.refresh_token or bool(state.dead_reason) or bool(missing_scopes(spec, state))
 
 
 # -- the flow ----------------------------------------------------------------------------------
@@ -119,31 +207,90 @@ class FlowHost(Protocol):
 
     async def exchange_code(
         self, creds: ClientCredentials, code: str, redirect_uri: str
-    ) -> TokenSet: ...
+    ) -> TokenSet:
+        """On the flow's own connection pool."""
 
-    async def authorized(self, key: Key, tokens: TokenSet) -> None:
-        """Store the new grant under the refresh lock and wake the grant; raises KeyError,
-        LockBusyError, KubeError or OSError when it could not be stored."""
+    async def authorized(self, key: Key, redemption: Redemption, by: str | None) -> None:
+        """Under the grant's refresh lock: `redemption.check`, write its annotations,
+        `redemption.exchange`, store the new grant; wake the grant. Raises what `redemption`
+        raises, or KeyError, LockBusyError, KubeError or OSError when it could not store."""
 
     async def state_key(self) -> bytes:
         """The HMAC key of `state` (authstate.load_state_key)."""
 
 
-class AuthFlow:
+class Redemption:
+    """One callback's work under the grant's lock (refresh.Redemption)."""
+
     def __init__(
-        self, host: FlowHost, external_url: str, lucid_app_url: str, ttl: float | None = None
+        self,
+        host: FlowHost,
+        claims: StateClaims,
+        creds: ClientCredentials,
+        code: str,
+        redirect_uri: str,
+        clock: Callable[[], float],
     ) -> None:
         self.host = host
-        self.redirect_uri = f"{external_url.rstrip('/')}/callback"
-        self.lucid_app_url = lucid_app_url
-        self.ttl = ttl or DEFAULT_STATE_TTL
+        self.claims = claims
+        self.creds = creds
+        self.code = code
+        self.redirect_uri = redirect_uri
+        self.clock = clock
+
+    async def check(self, locked: GrantState) -> dict[str, str | None]:
+        claims = self.claims
+        label = f"{claims.namespace}/{claims.name}"
+        record = self.host.grant((claims.namespace, claims.name))
+        meta = record.body["metadata"] if record is not None else {}
+        if record is None or meta.get("deletionTimestamp"):
+            raise FlowRefusedError(400, f"LucidGrant {label} no longer exists.")
+        if meta.get("uid") != claims.uid:
+            raise FlowRefusedError(
+                400, f"LucidGrant {label} was deleted and created again since this link was made."
+            )
+        if int(meta.get("generation") or 0) != claims.generation:
+            raise FlowRefusedError(
+                400, f"The spec of LucidGrant {label} changed since this link was made."
+            )
+        try:
+            ledger = record_use(locked.used_states, claims, self.clock())
+        except StateError as exc:
+            raise FlowRefusedError(400, str(exc)) from None
+        spec = record.spec()
+        if not isinstance(spec, GrantSpec) or not person_needed(spec, locked):
+            raise FlowRefusedError(
+                409, f"LucidGrant {label} does not need a person now, so this link does nothing."
+            )
+        return {ANN_USED_STATES: ledger}
+
+    async def exchange(self) -> TokenSet:
+        return await self.host.exchange_code(self.creds, self.code, self.redirect_uri)
+
+
+class AuthFlow:
+    def __init__(
+        self, host: FlowHost, settings: Settings, clock: Callable[[], float] = time.time
+    ) -> None:
+        assert settings.external_url  # the flow runs only with one (config checks https://)
+        self.host = host
+        self.settings = settings
+        self.redirect_uri = f"{settings.external_url.rstrip('/')}/callback"
+        self.clock = clock
         self._signer: StateSigner | None = None
         self._lock = asyncio.Lock()
+        self._grant_locks: dict[Key, asyncio.Lock] = {}
+        self._per_client = KeyedBuckets(settings.flow_client_rate, BURST)
+        self._per_grant = KeyedBuckets(settings.flow_grant_rate, BURST)
+        self._outstanding = OutstandingStates(
+            settings.flow_max_states, min(STATES_PER_GRANT, settings.flow_max_states)
+        )
 
     async def signer(self) -> StateSigner:
         async with self._lock:
             if self._signer is None:
-                self._signer = StateSigner(await self.host.state_key(), self.ttl)
+                key = await self.host.state_key()
+                self._signer = StateSigner(key, self.settings.state_ttl, self.clock)
             return self._signer
 
     async def _signer_or_page(self) -> StateSigner | web.Response:
@@ -157,57 +304,93 @@ class AuthFlow:
                 "The operator cannot read or create its state key Secret; see its log.",
             )
 
+    def _client(self, request: web.Request) -> str:
+        """The client's address: the proxy's header when configured (its last hop), else the
+        peer's."""
+        header = self.settings.flow_address_header
+        forwarded = request.headers.get(header, "") if header else ""
+        return forwarded.rsplit(",", 1)[-1].strip() or request.remote or "?"
+
+    def _user(self, request: web.Request) -> str | web.Response | None:
+        """Who the authenticating proxy says this is; None when no proxy header is configured;
+        a 403 page when it is configured and the request lacks it."""
+        header = self.settings.flow_user_header
+        if not header:
+            return None
+        user = request.headers.get(header, "").strip()
+        if not user or len(user) > MAX_USER_LENGTH or not user.isprintable():
+            return page(
+                403,
+                "Authorization not completed",
+                "This request did not come through the authenticating proxy in front of the "
+                "operator. Nothing was changed.",
+            )
+        return user
+
+    def _limited(self, buckets: KeyedBuckets, key: str) -> web.Response | None:
+        wait = buckets.take(key, self.clock())
+        return _too_many(wait) if wait > 0 else None
+
     async def authorize(self, request: web.Request) -> web.Response:
         namespace = request.match_info["namespace"]
         name = request.match_info["name"]
-        label = f"{namespace}/{name}"
-        record = self.host.grant((namespace, name))
-        if record is None or record.body["metadata"].get("deletionTimestamp"):
-            return page(404, "No such grant", f"This operator knows no LucidGrant {label}.")
-        spec = record.spec()
-        if not isinstance(spec, GrantSpec):
-            return page(409, "Grant not ready", f"The spec of {label} is invalid: {spec}.")
-        reauth = condition_of(record.body.get("status") or {}, REAUTH) or {}
-        if reauth.get("status") != "True":
-            return page(
-                409,
-                "No authorization needed",
-                f"LucidGrant {label} does not need a person now, so this link does nothing.",
-                "To replace a working grant on purpose, run "
-                f"kubectl lucidgrant authorize {name} -n {namespace}.",
-            )
-        creds = await self.host.client_credentials((namespace, name))
+        key = (namespace, name)
+        refusal = self._limited(self._per_client, self._client(request)) or self._limited(
+            self._per_grant, f"{namespace}/{name}"
+        )
+        if refusal is not None:
+            return refusal
+        user = self._user(request)
+        if isinstance(user, web.Response):
+            return user
+        record = self.host.grant(key)
+        spec = record.spec() if record is not None else None
+        if (
+            record is None
+            or record.body["metadata"].get("deletionTimestamp")
+            or not isinstance(spec, GrantSpec)
+            or (condition_of(record.body.get("status") or {}, REAUTH) or {}).get("status") != "True"
+        ):
+            return _nothing_here()
+        creds = await self.host.client_credentials(key)
         if creds is None:
-            return page(
-                409,
-                "Client credentials missing",
-                f"The client Secret {spec.client_secret_name} of {label} is missing or empty.",
-            )
+            return _nothing_here()
         signer = await self._signer_or_page()
         if isinstance(signer, web.Response):
             return signer
-        state = signer.issue(namespace, name, record.uid, record.generation)
+        nonce = browser_nonce(request.cookies.get(COOKIE))
+        state, claims = signer.issue(namespace, name, record.uid, record.generation, nonce)
+        if not self._outstanding.add(
+            f"{namespace}/{name}", claims.nonce, claims.expires_at, self.clock()
+        ):
+            return _too_many(60.0)
         location = authorize_url(
-            self.lucid_app_url,
+            self.settings.lucid_app_url,
             spec.token_kind,
             creds.client_id,
             self.redirect_uri,
             spec.requested_scopes,
             state,
         )
-        log.info("grant %s: sent a person to Lucid's consent page", label)
-        return web.Response(status=302, headers={**_HEADERS, "Location": location})
+        log.info("grant %s/%s: sent a person to Lucid's consent page", namespace, name)
+        response = web.Response(status=302, headers={**_HEADERS, "Location": location})
+        response.set_cookie(
+            COOKIE,
+            nonce,
+            max_age=int(self.settings.state_ttl),
+            path="/",
+            secure=True,
+            httponly=True,
+            samesite="Lax",
+        )
+        return response
 
     async def callback(self, request: web.Request) -> web.Response:
+        refusal = self._limited(self._per_client, self._client(request))
+        if refusal is not None:
+            return refusal
         query = request.query
-        error = query.get("error")
-        if error is not None:
-            description = query.get("error_description", "")
-            return _refused(
-                400,
-                f"Lucid did not grant access: {_clip(error, 80)}.",
-                *([f"Lucid said: {_clip(description)}"] if description else []),
-            )
+        # Nothing else of the query is read before the state is verified.
         state = query.get("state")
         if not state:
             return _refused(400, "The request carries no state parameter.")
@@ -216,33 +399,38 @@ class AuthFlow:
             return signer
         try:
             claims = signer.verify(state)
+            check_browser(claims, request.cookies.get(COOKIE))
         except StateError as exc:
             return _refused(400, str(exc))
+        key = (claims.namespace, claims.name)
+        label = f"{claims.namespace}/{claims.name}"
+        refusal = self._limited(self._per_grant, label)
+        if refusal is not None:
+            return refusal
+        user = self._user(request)
+        if isinstance(user, web.Response):
+            return user
+        error = query.get("error")
+        if error is not None:
+            self._outstanding.discard(claims.nonce)
+            return _refused(400, lucid_error_text(error))
         code = query.get("code")
         if not code:
             return _refused(400, "Lucid sent no authorization code.")
-        key = (claims.namespace, claims.name)
-        label = f"{claims.namespace}/{claims.name}"
-        record = self.host.grant(key)
-        if record is None or record.body["metadata"].get("deletionTimestamp"):
+        if self.host.grant(key) is None:
             return _refused(400, f"LucidGrant {label} no longer exists.")
-        if record.uid != claims.uid:
-            return _refused(
-                400, f"LucidGrant {label} was deleted and created again since this link was made."
-            )
-        if record.generation != claims.generation:
-            return _refused(
-                400, f"The spec of LucidGrant {label} changed since this link was made."
-            )
         creds = await self.host.client_credentials(key)
         if creds is None:
-            return _refused(400, f"The client Secret of LucidGrant {label} is missing or empty.")
+            return _refused(409, f"The client Secret of LucidGrant {label} is missing or empty.")
+        redemption = Redemption(self.host, claims, creds, code, self.redirect_uri, self.clock)
+        # One callback of a grant at a time in this process (the refresh lock is per process
+        # identity); keys come only from signed states, so this stays as small as the grants.
+        lock = self._grant_locks.setdefault(key, asyncio.Lock())
         try:
-            signer.consume(claims)
-        except StateError as exc:
-            return _refused(400, str(exc))
-        try:
-            tokens = await self.host.exchange_code(creds, code, self.redirect_uri)
+            async with lock:
+                await self.host.authorized(key, redemption, user)
+        except FlowRefusedError as exc:
+            return _refused(exc.status, str(exc))
         except InvalidGrantError:
             return _refused(400, "Lucid refused the authorization code (expired or used).")
         except ClientRejectedError:
@@ -251,17 +439,19 @@ class AuthFlow:
         except LucidError as exc:
             log.warning("grant %s: code exchange failed: %s", label, exc)
             return _refused(502, "Lucid failed to answer the code exchange. Try again shortly.")
-        try:
-            await self.host.authorized(key, tokens)
         except (KeyError, LockBusyError, KubeError, OSError) as exc:
             log.error("grant %s: the new grant could not be stored: %s", label, type(exc).__name__)
             return page(
                 503,
                 "Authorization not stored",
-                "Lucid granted access, but the operator could not store the grant.",
+                "The operator could not store the grant.",
                 "Start again from the grant's authorization link.",
             )
-        log.info("grant %s: authorized through the web flow", label)
+        finally:
+            self._outstanding.discard(claims.nonce)
+        log.info(
+            "grant %s: authorized through the web flow%s", label, f" by {user}" if user else ""
+        )
         return page(
             200,
             "Authorized",
@@ -271,6 +461,6 @@ class AuthFlow:
 
 
 def add_routes(app: web.Application, flow: AuthFlow) -> None:
-    """Serve the flow on the operator's web app (when external_url is set)."""
+    """Serve the flow on its web app (when external_url is set)."""
     app.router.add_get("/authorize/{namespace}/{name}", flow.authorize)
     app.router.add_get("/callback", flow.callback)

@@ -1,11 +1,20 @@
-"""The `state` of the operator-hosted authorization flow: signed, expiring, single use.
+"""The `state` of the operator-hosted authorization flow: signed, expiring, bound to the browser
+that started the flow, and used once across every replica.
 
 `state` carries the grant's identity through Lucid and back. It is
 `v1.<payload>.<signature>`: the payload is URL-safe base64 of JSON with the namespace, name,
-UID, generation, expiry and a random nonce, and the signature is HMAC-SHA256 over
-`v1.<payload>` with a key that only the operator holds. A state is accepted once (its nonce is
-remembered until it expires), only before it expires (10 minutes by default), and only while
-the grant is the same object (UID) with the same spec (generation) as when the link was made.
+UID, generation, expiry, a random nonce and the SHA-256 of the browser's nonce, and the
+signature is HMAC-SHA256 over `v1.<payload>` with a key that only the operator holds.
+
+The browser's nonce lives in the cookie `__Host-lucidgrant-flow` (Secure, HttpOnly,
+SameSite=Lax, Path=/: no subdomain can set or read it), set by `/authorize`; `/callback`
+refuses a state whose browser hash does not match the cookie it receives, so a callback URL
+lured into another person's browser, or replayed without the cookie, does nothing.
+
+Used states are recorded in `ledger` form (`record_use`) in an annotation of the grant's state
+Secret, written under the grant's refresh lock before the code is exchanged: every replica sees
+it, and a state used on one is refused on all. Only SHA-256 prefixes of nonces are kept, each
+until its state expires, and at most MAX_USED of them.
 
 The HMAC key comes from LUCIDGRANT_STATE_KEY (at least 32 characters) when set, otherwise from
 the Secret `lucidgrant-state-key` (key `key`) in the operator's namespace, which the operator
@@ -21,6 +30,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -37,7 +47,11 @@ STATE_KEY_ENV = "LUCIDGRANT_STATE_KEY"
 DEFAULT_STATE_TTL = 600.0
 MIN_KEY_BYTES = 32
 MAX_STATE_LENGTH = 1024
+COOKIE = "__Host-lucidgrant-flow"
+# Used states remembered per grant: more open at once are refused until some expire.
+MAX_USED = 64
 _VERSION = "v1"
+_NONCE = re.compile(r"[A-Za-z0-9_-]{43}")  # token_urlsafe(32)
 
 
 class StateError(Exception):
@@ -52,6 +66,7 @@ class StateClaims:
     generation: int
     expires_at: float
     nonce: str
+    browser: str  # SHA-256 of the browser's nonce
 
 
 def _b64(data: bytes) -> str:
@@ -62,8 +77,29 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _digest(text: str) -> str:
+    return _b64(hashlib.sha256(text.encode()).digest())
+
+
+def browser_nonce(cookie: str | None) -> str:
+    """The browser's nonce: the one its cookie holds, else a new one. One browser keeps one
+    nonce, so that links of several grants opened side by side all work."""
+    if cookie and _NONCE.fullmatch(cookie):
+        return cookie
+    return secrets.token_urlsafe(32)
+
+
+def check_browser(claims: StateClaims, cookie: str | None) -> None:
+    """Refuse a state that the browser presenting it did not start."""
+    if not cookie or not hmac.compare_digest(_digest(cookie), claims.browser):
+        raise StateError(
+            "This authorization was started in another browser, or this browser did not keep "
+            "its cookie."
+        )
+
+
 class StateSigner:
-    """Issues and checks signed, expiring, single-use `state` values."""
+    """Issues and checks signed, expiring `state` values (single use: see `record_use`)."""
 
     def __init__(
         self, key: bytes, ttl: float = DEFAULT_STATE_TTL, clock: Callable[[], float] = time.time
@@ -73,7 +109,6 @@ class StateSigner:
         self._key = key
         self.ttl = ttl
         self.clock = clock
-        self._used: dict[str, float] = {}  # nonce -> expiry
 
     def __repr__(self) -> str:
         return "StateSigner(<key redacted>)"
@@ -81,21 +116,34 @@ class StateSigner:
     def _sign(self, signed_part: str) -> str:
         return _b64(hmac.new(self._key, signed_part.encode(), hashlib.sha256).digest())
 
-    def issue(self, namespace: str, name: str, uid: str, generation: int) -> str:
+    def issue(
+        self, namespace: str, name: str, uid: str, generation: int, browser: str
+    ) -> tuple[str, StateClaims]:
+        """A new state for the browser whose nonce is `browser`, and its claims."""
+        claims = StateClaims(
+            namespace=namespace,
+            name=name,
+            uid=uid,
+            generation=generation,
+            expires_at=round(self.clock() + self.ttl, 3),
+            nonce=secrets.token_urlsafe(16),
+            browser=_digest(browser),
+        )
         payload = {
-            "ns": namespace,
-            "n": name,
-            "uid": uid,
-            "g": generation,
-            "exp": round(self.clock() + self.ttl, 3),
-            "nonce": secrets.token_urlsafe(16),
+            "ns": claims.namespace,
+            "n": claims.name,
+            "uid": claims.uid,
+            "g": claims.generation,
+            "exp": claims.expires_at,
+            "nonce": claims.nonce,
+            "b": claims.browser,
         }
         body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
         signed_part = f"{_VERSION}.{body}"
-        return f"{signed_part}.{self._sign(signed_part)}"
+        return f"{signed_part}.{self._sign(signed_part)}", claims
 
     def verify(self, state: str) -> StateClaims:
-        """Check the signature and the expiry (not the single use: see `consume`)."""
+        """Check the signature and the expiry (not the browser: see `check_browser`)."""
         parts = state.split(".")
         if len(state) > MAX_STATE_LENGTH or len(parts) != 3 or parts[0] != _VERSION:
             raise StateError("The state parameter is malformed.")
@@ -111,6 +159,7 @@ class StateSigner:
                 generation=int(payload["g"]),
                 expires_at=float(payload["exp"]),
                 nonce=str(payload["nonce"]),
+                browser=str(payload["b"]),
             )
         except (ValueError, KeyError, TypeError, binascii.Error):
             raise StateError("The state parameter is malformed.") from None
@@ -118,15 +167,27 @@ class StateSigner:
             raise StateError("This authorization link has expired.")
         return claims
 
-    def consume(self, claims: StateClaims) -> None:
-        """Mark the state used; refuse one used before. Nonces are kept until they expire."""
-        now = self.clock()
-        for nonce, expires in list(self._used.items()):
-            if expires <= now:
-                del self._used[nonce]
-        if claims.nonce in self._used:
-            raise StateError("This authorization link has already been used.")
-        self._used[claims.nonce] = claims.expires_at
+
+def record_use(ledger: str | None, claims: StateClaims, now: float) -> str:
+    """The ledger of used states (an annotation's value) with this one added and the expired
+    ones dropped. Raises StateError if the state was used before, or if MAX_USED states of the
+    grant are used and unexpired (refusing is safe; forgetting one would allow its replay)."""
+    try:
+        loaded = json.loads(ledger) if ledger else {}
+    except ValueError:
+        loaded = {}
+    entries = {
+        str(k): float(v)
+        for k, v in (loaded.items() if isinstance(loaded, dict) else ())
+        if isinstance(v, int | float) and v > now
+    }
+    used = _digest(claims.nonce)[:22]
+    if used in entries:
+        raise StateError("This authorization link has already been used.")
+    if len(entries) >= MAX_USED:
+        raise StateError("Too many authorizations of this grant were tried; try again later.")
+    entries[used] = round(claims.expires_at)
+    return json.dumps(entries, separators=(",", ":"), sort_keys=True)
 
 
 async def load_state_key(kube: KubeClient, namespace: str) -> bytes:

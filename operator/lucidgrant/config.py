@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from lucidgrant.authstate import DEFAULT_STATE_TTL
 from lucidgrant.lucid import DEFAULT_API_URL, DEFAULT_APP_URL, DEFAULT_DEADLINE, MIN_EXPIRES_IN
@@ -34,6 +35,18 @@ class Settings:
     min_token_lifetime: float = MIN_EXPIRES_IN
     shutdown_grace: float = 25.0
     external_url: str | None = None
+    # The web flow's own listener and its limits (authflow.py, listener.py, flowlimit.py).
+    flow_host: str = "0.0.0.0"  # noqa: S104 - the flow is reached through an Ingress
+    flow_port: int = 8081
+    flow_max_connections: int = 256
+    http_max_connections: int = 64
+    header_timeout: float = 10.0
+    idle_timeout: float = 30.0
+    flow_client_rate: float = 30.0  # requests a minute per client address
+    flow_grant_rate: float = 10.0  # requests a minute per grant
+    flow_max_states: int = 1000
+    flow_user_header: str | None = None
+    flow_address_header: str | None = None
     # How long an authorization link of the web flow stays valid (authstate.StateSigner).
     state_ttl: float = DEFAULT_STATE_TTL
     pod_namespace: str = "lucidgrant-system"
@@ -87,14 +100,39 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
-def _seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = 0.0
-    if not 0 < seconds < float("inf"):
-        raise ValueError("use a number of seconds above 0, e.g. 15 or 2.5")
-    return seconds
+def _positive(use: str) -> Callable[[str], float]:
+    """A parser of numbers above 0; `use` says what to give instead."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = 0.0
+        if not 0 < value < float("inf"):
+            raise ValueError(f"use {use}")
+        return value
+
+    return parse
+
+
+_seconds = _positive("a number of seconds above 0, e.g. 15 or 2.5")
+_per_minute = _positive("a number of requests a minute above 0, e.g. 30")
+
+
+def _https_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError(
+            "use the https:// URL where the flow is reached (e.g. https://ops.example.com/"
+            "lucidgrant): its cookie is Secure and its callback carries an authorization code"
+        )
+    return text
+
+
+def _header(text: str) -> str:
+    if not text.replace("-", "").isalnum():
+        raise ValueError("use an HTTP header name, e.g. X-Auth-Request-Email")
+    return text
 
 
 def _bool(text: str) -> bool:
@@ -159,7 +197,30 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
     EnvVar("LUCIDGRANT_POD_NAMESPACE", "pod_namespace", "namespace of the Lease and state key"),
     EnvVar("LUCIDGRANT_SELECTOR", "selector", "key=value,...: only grants with these labels",
            parse_selector),
-    EnvVar("LUCIDGRANT_EXTERNAL_URL", "external_url", "public URL of the web authorization flow"),
+    EnvVar("LUCIDGRANT_EXTERNAL_URL", "external_url",
+           "public https:// URL of the web authorization flow (turns it on)", _https_url),
+    EnvVar("LUCIDGRANT_FLOW_HOST", "flow_host", "address of the web flow's listener"),
+    EnvVar("LUCIDGRANT_FLOW_PORT", "flow_port", "port of the web flow's listener", _port),
+    EnvVar("LUCIDGRANT_FLOW_MAX_CONNECTIONS", "flow_max_connections",
+           "open connections to the web flow at most", _positive_int),
+    EnvVar("LUCIDGRANT_HTTP_MAX_CONNECTIONS", "http_max_connections",
+           "open connections to the probes and /metrics at most", _positive_int),
+    EnvVar("LUCIDGRANT_HEADER_TIMEOUT", "header_timeout",
+           "seconds a new connection has to send a whole request head", _seconds),
+    EnvVar("LUCIDGRANT_IDLE_TIMEOUT", "idle_timeout",
+           "seconds a connection may idle between requests", _seconds),
+    EnvVar("LUCIDGRANT_FLOW_CLIENT_RATE", "flow_client_rate",
+           "web-flow requests a minute per client address (after a burst of 10)", _per_minute),
+    EnvVar("LUCIDGRANT_FLOW_GRANT_RATE", "flow_grant_rate",
+           "web-flow requests a minute per grant (after a burst of 10)", _per_minute),
+    EnvVar("LUCIDGRANT_FLOW_MAX_STATES", "flow_max_states",
+           "web-flow links outstanding at most (16 per grant)", _positive_int),
+    EnvVar("LUCIDGRANT_FLOW_USER_HEADER", "flow_user_header",
+           "header an authenticating proxy sets to the person (recorded; required when set)",
+           _header),
+    EnvVar("LUCIDGRANT_FLOW_ADDRESS_HEADER", "flow_address_header",
+           "header a proxy sets to the client address, for the rate limits (its last value)",
+           _header),
     EnvVar("LUCIDGRANT_STATE_KEY", None, "HMAC key of the web flow's state (32+ characters)"),
     EnvVar("LUCIDGRANT_STATE_TTL", "state_ttl", "seconds a web-flow link stays valid",
            _seconds),

@@ -20,6 +20,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import cast
 
 from aiohttp import web
 
@@ -54,7 +55,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not self.listener.admit(self):
-            transport.abort()
+            cast(asyncio.Transport, transport).abort()
             return
         self.transport = transport
         self.inner.connection_made(transport)

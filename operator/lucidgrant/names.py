@@ -88,6 +88,8 @@ ANN_BOOTSTRAP = _A + "bootstrap-digest"
 ANN_DEAD = _A + "reauthorization-reason"
 ANN_LAST_REFRESH = _A + "last-refresh"
 ANN_CONSUMER = _A + "consumer-secret"
+# The web flow's used states (authstate.record_use), on the state Secret.
+ANN_USED_STATES = _A + "used-states"
 
 # Only grants with deletionPolicy Revoke carry it: something must happen before they go.
 FINALIZER = _A + "revoke"

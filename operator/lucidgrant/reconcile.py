@@ -37,11 +37,11 @@ from lucidgrant.deletion import Deletion
 from lucidgrant.failures import after_failure
 from lucidgrant.grant import GrantSpec
 from lucidgrant.kube import KubeClient, KubeError
-from lucidgrant.lucid import ClientCredentials, LucidClient, TokenSet, TransientError
+from lucidgrant.lucid import ClientCredentials, LucidClient, TransientError
 from lucidgrant.metrics import Metrics
 from lucidgrant.names import EVENT_RECOVERED, REFRESH_NOW, Reason, grant_path
 from lucidgrant.publish import AuthorizationURL, Progress, Publisher
-from lucidgrant.refresh import CONFIRM_DELAY, Failed, LockWait, Refresher
+from lucidgrant.refresh import CONFIRM_DELAY, Failed, LockWait, Redemption, Refresher
 from lucidgrant.secretdata import client_credentials, digest, secret_value
 from lucidgrant.store import StateStore
 from lucidgrant.timing import Sleep
@@ -309,15 +309,18 @@ class Reconciler:
             retry = self.clock() + timing.backoff_delay(2, self.rand())
             return retry if p.next_at is None else min(p.next_at, retry)
 
-    async def authorized(self, key: Key, tokens: TokenSet) -> None:
-        """Store a grant obtained by the web flow, under the refresh lock."""
+    async def authorized(self, key: Key, redemption: Redemption, by: str | None) -> None:
+        """Store a grant obtained by the web flow, under the refresh lock (`redemption` checks
+        there that the grant still wants it and exchanges the code); `by` is who authorized,
+        when an authenticating proxy said so."""
         record = self.cache.grants.get(key)
         creds = await self.client_credentials(key)
         if record is None or creds is None:
             raise KeyError(key)
         state = await self.store.current(record.body)
-        await self.refresher.store_authorized(key, state, creds, tokens)
+        await self.refresher.store_authorized(key, state, creds, redemption)
         record.facts = record.facts.after_success()
+        who = f"{by} authorized" if by else "A person authorized"
         await self.publisher.event(
-            record.body, "Normal", Reason.AUTHORIZED, "A person authorized the grant."
+            record.body, "Normal", Reason.AUTHORIZED, f"{who} the grant in the web flow."
         )

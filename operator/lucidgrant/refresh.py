@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from lucidgrant.cache import Key
 from lucidgrant.failures import RotatedElsewhereError
@@ -46,6 +47,15 @@ CONFIRM_DELAY = 2.0
 # The web flow waits for a running refresh to finish rather than failing the person's click.
 LOCK_ATTEMPTS = 20
 LOCK_RETRY_DELAY = 1.0
+
+
+class Redemption(Protocol):
+    """What the web flow hands `store_authorized`: a check and a code exchange."""
+
+    async def check(self, locked: GrantState) -> dict[str, str | None]:
+        """Under the lock: raise to refuse, else the annotations to write before Lucid."""
+
+    async def exchange(self) -> TokenSet: ...
 
 
 @dataclass(frozen=True)
@@ -203,13 +213,22 @@ class Refresher:
         return await self.store.release_lock(*key, locked.resource_version, annotations)
 
     async def store_authorized(
-        self, key: Key, state: GrantState, creds: ClientCredentials, tokens: TokenSet
+        self, key: Key, state: GrantState, creds: ClientCredentials, redemption: Redemption
     ) -> GrantState:
         """Store a grant obtained outside the refresh path (the web flow) under the same lock
-        as a refresh, so that it cannot race one; wait for a running refresh to end."""
+        as a refresh, so that it cannot race one; wait for a running refresh to end. Under the
+        lock `redemption` checks that the grant still wants it (raising if not), the
+        annotations it asks for are written, and only then is Lucid called."""
         for _ in range(LOCK_ATTEMPTS):
             taken = await self.lock(key, state)
             if isinstance(taken, GrantState):
+                try:
+                    marks = await redemption.check(taken)
+                    taken = await self.store.annotate(*key, taken.resource_version, marks)
+                    tokens = await redemption.exchange()
+                except BaseException:
+                    await self.release(key, taken, {})
+                    raise
                 await self._save(key, taken, tokens, REFRESH_TOKEN_LIFETIME, bootstrap=None)
                 return await self._introspect_expiry(key, creds, tokens)
             if taken.until is not None:

@@ -10,29 +10,33 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import httpx
-from aiohttp import web
 from prometheus_client import generate_latest
 
-from lucidgrant.authflow import AuthFlow
+from lucidgrant.authflow import AuthFlow, Redemption
 from lucidgrant.authstate import load_state_key
 from lucidgrant.cache import Cache, GrantRecord, Key, SecretReader, key_of
 from lucidgrant.config import Settings
 from lucidgrant.grant import GrantSpec
 from lucidgrant.kube import Kube
 from lucidgrant.leader import LeaderElector
+from lucidgrant.listener import Listener, ListenerLimits
 from lucidgrant.lucid import ClientCredentials, LucidClient, TokenSet
 from lucidgrant.metrics import Metrics
 from lucidgrant.names import READY, REAUTH
 from lucidgrant.reconcile import Reconciler
 from lucidgrant.status import condition_of
 from lucidgrant.store import StateStore
-from lucidgrant.web import make_app
+from lucidgrant.web import make_flow_app, make_probe_app
 from lucidgrant.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
+
+# Connections of the web flow's own pool to Lucid (code exchanges only).
+FLOW_CONNECTIONS = 4
 
 
 class Runtime:
@@ -46,13 +50,15 @@ class Runtime:
             limits=httpx.Limits(max_connections=settings.concurrency),
             headers={"User-Agent": "lucidgrant"},
         )
-        self.lucid = LucidClient(
-            self.http,
-            settings.lucid_api_url,
-            observe=self.metrics.observe_lucid,
-            deadline=settings.lucid_timeout,
-            min_expires_in=settings.min_token_lifetime,
+        self.lucid = self._lucid_client(self.http)
+        # The web flow's code exchanges have a pool of their own: a flood of callbacks must
+        # never hold the connections that refreshes need.
+        self.flow_http = httpx.AsyncClient(
+            timeout=settings.lucid_timeout,
+            limits=httpx.Limits(max_connections=FLOW_CONNECTIONS),
+            headers={"User-Agent": "lucidgrant"},
         )
+        self.flow_lucid = self._lucid_client(self.flow_http)
         secrets = SecretReader(self.cache, kube)
         store = StateStore(
             secrets,
@@ -68,14 +74,10 @@ class Runtime:
             authorization_url=self.authorization_url,
         )
         self.queue = WorkQueue(self.reconciler.reconcile, concurrency=settings.concurrency)
-        self.flow = (
-            AuthFlow(self, settings.external_url, settings.lucid_app_url, settings.state_ttl)
-            if settings.external_url
-            else None
-        )
+        self.flow = AuthFlow(self, settings) if settings.external_url else None
         self.started = False
         self._tasks: list[asyncio.Task[Any]] = []
-        self._web: web.AppRunner | None = None
+        self._listeners: list[Listener] = []
         self.elector: LeaderElector | None = None
         if settings.leader_election:
             self.queue.active.clear()
@@ -89,10 +91,29 @@ class Runtime:
             )
         self.metrics.leader.set(0 if self.elector else 1)
 
+    def _lucid_client(self, http: httpx.AsyncClient) -> LucidClient:
+        return LucidClient(
+            http,
+            self.settings.lucid_api_url,
+            observe=self.metrics.observe_lucid,
+            deadline=self.settings.lucid_timeout,
+            min_expires_in=self.settings.min_token_lifetime,
+        )
+
     async def start(self) -> None:
-        self._web = web.AppRunner(make_app(self, self.flow), access_log=None)
-        await self._web.setup()
-        await web.TCPSite(self._web, self.settings.http_host, self.settings.http_port).start()
+        s = self.settings
+        limits = ListenerLimits(s.header_timeout, s.idle_timeout, s.http_max_connections)
+        self._listeners.append(
+            Listener("probes and metrics", make_probe_app(self), s.http_host, s.http_port, limits)
+        )
+        if self.flow is not None:
+            flow_app = make_flow_app(self.flow)
+            flow_limits = replace(limits, max_connections=s.flow_max_connections)
+            self._listeners.append(
+                Listener("web flow", flow_app, s.flow_host, s.flow_port, flow_limits)
+            )
+        for listener in self._listeners:
+            await listener.start()
         self._tasks.append(asyncio.create_task(self.queue.run(), name="work queue"))
         if self.elector is not None:
             self._tasks.append(asyncio.create_task(self.elector.run(), name="leader election"))
@@ -118,9 +139,10 @@ class Runtime:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.elector is not None:
             await self.elector.release()
-        if self._web is not None:
-            await self._web.cleanup()
+        for listener in self._listeners:
+            await listener.stop()
         await self.http.aclose()
+        await self.flow_http.aclose()
         await self.kube.close()
 
     def authorization_url(self, grant: Mapping[str, Any]) -> str | None:
@@ -164,10 +186,10 @@ class Runtime:
     async def exchange_code(
         self, creds: ClientCredentials, code: str, redirect_uri: str
     ) -> TokenSet:
-        return await self.lucid.exchange_code(creds, code, redirect_uri)
+        return await self.flow_lucid.exchange_code(creds, code, redirect_uri)
 
-    async def authorized(self, key: Key, tokens: TokenSet) -> None:
-        await self.reconciler.authorized(key, tokens)
+    async def authorized(self, key: Key, redemption: Redemption, by: str | None) -> None:
+        await self.reconciler.authorized(key, redemption, by)
         self.queue.wake(key)
 
     async def state_key(self) -> bytes:

@@ -32,6 +32,7 @@ from lucidgrant.names import (
     ANN_REFRESH_SOURCE,
     ANN_SCOPES,
     ANN_TOKEN_TYPE,
+    ANN_USED_STATES,
     ANN_USER_ID,
     API_VERSION,
     KEY_ACCESS,
@@ -93,6 +94,7 @@ class GrantState:
     lock_holder: str | None = None
     lock_until: float | None = None
     consumer_name: str | None = None
+    used_states: str | None = None  # the web flow's ledger (authstate.record_use)
 
     def __repr__(self) -> str:
         return f"GrantState(rv={self.resource_version}, dead={self.dead_reason})"
@@ -128,6 +130,7 @@ def parse_state(secret: Mapping[str, Any]) -> GrantState:
         lock_holder=ann.get(ANN_LOCK_HOLDER) or None,
         lock_until=_float(ann.get(ANN_LOCK_UNTIL)),
         consumer_name=ann.get(ANN_CONSUMER) or None,
+        used_states=ann.get(ANN_USED_STATES) or None,
     )
 
 

@@ -1,5 +1,7 @@
-"""The operator's HTTP endpoints: /healthz (liveness), /readyz (readiness), /metrics, and the
-authorization flow's /authorize and /callback when LUCIDGRANT_EXTERNAL_URL is set.
+"""The operator's two HTTP applications, each on its own listener (listener.py): the probes
+(/healthz, /readyz) with /metrics, for the kubelet and Prometheus; and the authorization flow
+(/authorize, /callback) when LUCIDGRANT_EXTERNAL_URL is set, the only one to expose publicly.
+Neither serves the other's paths.
 
 It sees the operator through `Probes`, three calls, so that it imports nothing of the runtime."""
 
@@ -27,7 +29,7 @@ class Probes(Protocol):
     def metrics_text(self) -> bytes: ...
 
 
-def make_app(probes: Probes, flow: AuthFlow | None = None) -> web.Application:
+def make_probe_app(probes: Probes) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         stalled = probes.stalled_for(time.time())
         if stalled > STALL_AFTER:
@@ -47,6 +49,10 @@ def make_app(probes: Probes, flow: AuthFlow | None = None) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
-    if flow is not None:
-        add_routes(app, flow)
+    return app
+
+
+def make_flow_app(flow: AuthFlow) -> web.Application:
+    app = web.Application()
+    add_routes(app, flow)
     return app

@@ -3,6 +3,8 @@ behind httpx.MockTransport, under a fake clock. Nothing sleeps; every wait moves
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from lucidgrant.kube import ConflictError
@@ -337,18 +339,44 @@ async def test_deletion_gives_up_revoking_after_a_few_tries(world):
     assert world.grant()["metadata"]["finalizers"] == []
 
 
+class Redeem:
+    """What the web flow hands over: a check under the lock, then the exchange."""
+
+    def __init__(self, tokens: Any, refuse: bool = False) -> None:
+        self.tokens = tokens
+        self.refuse = refuse
+        self.checked_with: Any = None
+
+    async def check(self, locked: Any) -> dict[str, str | None]:
+        self.checked_with = locked
+        if self.refuse:
+            raise LookupError("no person needed")
+        return {"lucidgrant.dev/used-states": '{"n":1}'}
+
+    async def exchange(self) -> Any:
+        return self.tokens
+
+
 async def test_the_web_flow_stores_its_grant_under_the_lock(world):
     world.authorized_grant()
     await world.reconcile()
     grant = world.lucid.grants[world.lucid.live_refresh_token()]
     creds = ClientCredentials("client-1", "secret-1")
     tokens = await world.reconciler.refresher.lucid.refresh(creds, grant.refresh_token)
-    await world.reconciler.authorized((NS, "g"), tokens)
+    before = world.state()
+    refused = Redeem(tokens, refuse=True)
+    with pytest.raises(LookupError):
+        await world.reconciler.authorized((NS, "g"), refused, None)
+    assert refused.checked_with.lock_holder is not None, "checked under the lock"
+    assert world.state().refresh_token == before.refresh_token
+    assert world.state().lock_holder is None
+    await world.reconciler.authorized((NS, "g"), Redeem(tokens), "alice@example.com")
     assert world.state().refresh_token == tokens.refresh_token
+    assert world.state().used_states == '{"n":1}'
     assert world.state().lock_holder is None
     assert world.event_reasons().count("Authorized") == 2
     with pytest.raises(KeyError):
-        await world.reconciler.authorized((NS, "nope"), tokens)
+        await world.reconciler.authorized((NS, "nope"), Redeem(tokens), None)
 
 
 async def test_the_grant_path_is_where_status_goes(world):

@@ -78,6 +78,8 @@ def start_operator(
     yield start
     texts: list[Any] = []
     for proc in started:
+        if proc.proc.poll() is None:
+            texts.append(proc.metrics())
         proc.stop()
         texts.append(proc.logs())
     texts.append(dump(cluster.events()))

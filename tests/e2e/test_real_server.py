@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import pytest
 
 from lucidgrant_testbed.kube_rbac import OWNER_REFERENCES_PERMISSION_ENFORCEMENT
 
-from .harness import CLIENT_ID, CLIENT_SECRET, GRANTS, SCOPES, free_port, grant_spec, wait_for
-from .test_authflow import auth_url
+from .flow import Browser, auth_url, start_flow
+from .harness import CLIENT_ID, CLIENT_SECRET, GRANTS, SCOPES, grant_spec, wait_for
 from .test_ha import leads
 from .test_operator import authorized_grants, setup_grant
 
@@ -239,13 +238,7 @@ def test_namespace_deletion_still_revokes(install_mode, cluster, lucid, start_op
 def test_the_web_flow_works_in_the_namespaced_install(cluster, lucid, start_operator):
     cluster.put_secret("lucid-client", {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET})
     assert cluster.create_grant("reporting", grant_spec()).status_code == 201
-    port = free_port()
-    start_operator(
-        "--namespace",
-        "default",
-        LUCIDGRANT_HTTP_PORT=str(port),
-        LUCIDGRANT_EXTERNAL_URL=f"http://127.0.0.1:{port}",
-    )
+    browser = Browser(start_flow(cluster, start_operator))
     wait_for(lambda: auth_url(cluster), what="status.authorizationURL")
-    response = httpx.get(auth_url(cluster) or "", follow_redirects=False)
+    response = browser.open(browser.link(cluster))
     assert response.status_code == 302, response.text

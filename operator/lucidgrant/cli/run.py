@@ -28,7 +28,9 @@ def environment_help() -> str:
     return "\b\nEnvironment variables [default]:\n" + "\n".join(lines)
 
 
-def check_port(host: str, port: int) -> None:
+def check_port(
+    host: str, port: int, names: tuple[str, str] = ("LUCIDGRANT_HTTP_PORT", "LUCIDGRANT_HTTP_HOST")
+) -> None:
     """Bind the HTTP address once, as aiohttp will (SO_REUSEADDR), to fail now rather than in
     kopf's start-up handler, which would retry every minute."""
     try:
@@ -41,7 +43,7 @@ def check_port(host: str, port: int) -> None:
     except OSError as exc:
         fail(
             f"cannot listen on {host}:{port} ({exc.strerror or exc}): stop the process that "
-            "holds it, or set LUCIDGRANT_HTTP_PORT (and LUCIDGRANT_HTTP_HOST)"
+            f"holds it, or set {names[0]} (and {names[1]})"
         )
 
 
@@ -54,9 +56,14 @@ def summary(settings: Settings, namespaces: tuple[str, ...]) -> str:
         if settings.leader_election
         else "off"
     )
+    flow = (
+        f"web flow {settings.flow_host}:{settings.flow_port} for {settings.external_url}"
+        if settings.external_url
+        else "web flow off"
+    )
     return (
         f"lucidgrant {__version__} starting: namespaces {scope}; Lucid {settings.lucid_api_url}; "
-        f"HTTP {settings.http_host}:{settings.http_port}; leader election {leader}; "
+        f"HTTP {settings.http_host}:{settings.http_port}; {flow}; leader election {leader}; "
         f"identity {settings.identity}"
     )
 
@@ -106,6 +113,9 @@ def run(
     except KubeConfigError as exc:
         fail(str(exc))
     check_port(settings.http_host, settings.http_port)
+    if settings.external_url:
+        flow_names = ("LUCIDGRANT_FLOW_PORT", "LUCIDGRANT_FLOW_HOST")
+        check_port(settings.flow_host, settings.flow_port, flow_names)
     configure_logging(log_format, verbose)
     log.info("%s", summary(settings, namespaces))
 
