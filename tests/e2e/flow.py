@@ -37,10 +37,12 @@ class Flow:
         return httpx.get(self.url + path, **kwargs)
 
 
-def start_flow(cluster: Cluster, start_operator: Any, **env: str) -> Flow:
-    """An operator that hosts the authorization flow (the cluster needs `prepare` first)."""
+def start_flow(cluster: Cluster, start_operator: Any, *args: str, **env: str) -> Flow:
+    """An operator that hosts the authorization flow (the cluster needs `prepare` first);
+    `args` default to the cluster-wide install's --all-namespaces."""
     port = free_port()
     op: OperatorProcess = start_operator(
+        *(args or ("--all-namespaces",)),
         LUCIDGRANT_FLOW_HOST="127.0.0.1",
         LUCIDGRANT_FLOW_PORT=str(port),
         LUCIDGRANT_EXTERNAL_URL=EXTERNAL,

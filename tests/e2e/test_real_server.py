@@ -238,7 +238,7 @@ def test_namespace_deletion_still_revokes(install_mode, cluster, lucid, start_op
 def test_the_web_flow_works_in_the_namespaced_install(cluster, lucid, start_operator):
     cluster.put_secret("lucid-client", {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET})
     assert cluster.create_grant("reporting", grant_spec()).status_code == 201
-    browser = Browser(start_flow(cluster, start_operator))
+    browser = Browser(start_flow(cluster, start_operator, "--namespace", "default"))
     wait_for(lambda: auth_url(cluster), what="status.authorizationURL")
     response = browser.open(browser.link(cluster))
     assert response.status_code == 302, response.text
