@@ -40,9 +40,10 @@ def test_one_click_authorizes_and_the_link_works_once(cluster, lucid, start_oper
     flow = start_flow(cluster, start_operator)
     wait_for(lambda: auth_url(cluster), what="status.authorizationURL")
     assert auth_url(cluster) == f"{EXTERNAL}/authorize/default/reporting"
-    events = [e for e in cluster.events() if e["reason"] == "AwaitingAuthorization"]
-    assert events and all(
-        f"Authorize at {EXTERNAL}/authorize/default/reporting." in e["message"] for e in events
+    (event,) = [e for e in cluster.events() if e["reason"] == "AwaitingAuthorization"]
+    assert event["message"].endswith(
+        "Run: kubectl lucidgrant authorize reporting -n default "
+        f"(or open {EXTERNAL}/authorize/default/reporting)"
     )
 
     browser = Browser(flow)
