@@ -53,6 +53,9 @@ class Settings:
     leader_election: bool = False
     lease_name: str = "lucidgrant-leader"
     lease_duration: float = 15.0
+    # Where rotated refresh tokens wait between Lucid's answer and the state Secret (wal.py),
+    # so that a restarted container stores what a killed one could not. None: no log.
+    wal_dir: str | None = None
     # Shards: this replica handles only grants whose labels match (key=value,...).
     selector: dict[str, str] = field(default_factory=dict)
     # Identifies this process in locks and the leader Lease: host, pid and a random part, so a
@@ -224,4 +227,5 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
     EnvVar("LUCIDGRANT_STATE_KEY", None, "HMAC key of the web flow's state (32+ characters)"),
     EnvVar("LUCIDGRANT_STATE_TTL", "state_ttl", "seconds a web-flow link stays valid",
            _seconds),
+    EnvVar("LUCIDGRANT_WAL_DIR", "wal_dir", "directory of the write-ahead log of rotated tokens"),
 )  # fmt: skip

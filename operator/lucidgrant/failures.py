@@ -84,10 +84,19 @@ def after_failure(
     client_rv: str | None,
     now: float,
     rand: float,
+    doubt_for: float = 0.0,
 ) -> AfterFailure:
     """`grant` is (namespace, name); `adopting` is the digest of the bootstrap value being
     adopted (None for a routine refresh). One invalid_grant is not enough: the refresh path
-    has confirmed it already."""
+    has confirmed it already. `doubt_for`: seconds during which even a confirmed invalid_grant
+    is retried, not believed (soon after a leader handover, the old leader's write-ahead log
+    may still bring the live token)."""
+    if isinstance(error, InvalidGrantError) and doubt_for > 0 and adopting is None:
+        error = TransientError(
+            "invalid_grant soon after this replica took over; checked again once the previous "
+            "leader could replay its write-ahead log",
+            retry_after=doubt_for,
+        )
     release: dict[str, str | None] = {}
     if adopting is not None and not isinstance(error, TransientError | ClientRejectedError):
         release[ANN_BOOTSTRAP] = adopting  # this bootstrap value is used up

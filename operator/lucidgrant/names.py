@@ -87,6 +87,9 @@ ANN_TOKEN_TYPE = _A + "token-type"
 ANN_BOOTSTRAP = _A + "bootstrap-digest"
 ANN_DEAD = _A + "reauthorization-reason"
 ANN_LAST_REFRESH = _A + "last-refresh"
+# When Lucid was asked for the stored refresh token, written with every stored rotation (partial
+# answers too): the write-ahead log's replay never stores an older rotation over a newer one.
+ANN_ROTATED_AT = _A + "rotated-at"
 ANN_CONSUMER = _A + "consumer-secret"
 # The web flow's used states (authstate.record_use), on the state Secret.
 ANN_USED_STATES = _A + "used-states"

@@ -42,6 +42,7 @@ from lucidgrant.metrics import Metrics
 from lucidgrant.names import EVENT_RECOVERED, REFRESH_NOW, Reason, grant_path
 from lucidgrant.publish import AuthorizationURL, Progress, Publisher
 from lucidgrant.refresh import CONFIRM_DELAY, Failed, LockWait, Redemption, Refresher
+from lucidgrant.replay import handover_window_left
 from lucidgrant.secretdata import client_credentials, digest, secret_value
 from lucidgrant.store import StateStore
 from lucidgrant.timing import Sleep
@@ -81,6 +82,8 @@ class Reconciler:
         self.store = store
         self.metrics = metrics
         self.clock = clock
+        # When this replica took the leader Lease (None: no leader election, or standing by).
+        self.took_lease_at: float | None = None
         self.rand = rand
         self.refresher = Refresher(store, lucid, clock, confirm_delay=confirm_delay, sleep=sleep)
         self.consumer = ConsumerSecrets(kube, secrets, store)
@@ -225,6 +228,7 @@ class Reconciler:
         code = snap.bootstrap if adopt and spec.code_ref is not None else None
         result = await self.refresher.refresh(
             key,
+            record.uid,
             locked,
             snap.client,
             refresh_token=None if code else (snap.bootstrap if adopt else locked.refresh_token),
@@ -259,6 +263,7 @@ class Reconciler:
         failed: Failed,
         p: Progress,
     ) -> None:
+        now = self.clock()
         verdict = after_failure(
             failed.error,
             spec,
@@ -267,8 +272,9 @@ class Reconciler:
             grant=key,
             adopting=failed.adopting,
             client_rv=snap.client_rv,
-            now=self.clock(),
+            now=now,
             rand=self.rand(),
+            doubt_for=handover_window_left(now, self.took_lease_at),
         )
         if verdict.metric:
             self.metrics.refreshes.labels(verdict.metric).inc()
@@ -318,7 +324,7 @@ class Reconciler:
         if record is None or creds is None:
             raise KeyError(key)
         state = await self.store.current(record.body)
-        await self.refresher.store_authorized(key, state, creds, redemption)
+        await self.refresher.store_authorized(key, record.uid, state, creds, redemption)
         record.facts = record.facts.after_success()
         who = f"{by} authorized" if by else "A person authorized"
         await self.publisher.event(

@@ -28,7 +28,6 @@ from lucidgrant.lucid import (
 from lucidgrant.names import (
     ANN_ACCESS_EXPIRES,
     ANN_BOOTSTRAP,
-    ANN_DEAD,
     ANN_REFRESH_EXPIRES,
     ANN_REFRESH_LIFETIME,
     ANN_REFRESH_SOURCE,
@@ -41,6 +40,7 @@ from lucidgrant.store import (
     token_annotations,
 )
 from lucidgrant.timing import Sleep
+from lucidgrant.wal import Rotation
 
 # One invalid_grant alone is weak evidence (users report flaky ones): confirm after this pause.
 CONFIRM_DELAY = 2.0
@@ -113,6 +113,7 @@ class Refresher:
     async def refresh(
         self,
         key: Key,
+        uid: str,
         locked: GrantState,
         creds: ClientCredentials,
         *,
@@ -130,17 +131,17 @@ class Refresher:
                 tokens = await self._confirmed(key, creds, refresh_token, adopting)
         except PartialAnswerError as exc:
             # Lucid rotated: keep its refresh token, then fail like any transient error.
-            ann: dict[str, str | None] = {ANN_ACCESS_EXPIRES: f"{self.clock():.3f}"}
+            now = self.clock()
+            ann: dict[str, str | None] = {ANN_ACCESS_EXPIRES: f"{now:.3f}"}
             if adopting is not None:
-                ann.update({ANN_BOOTSTRAP: adopting, ANN_DEAD: None})
-            saved = await self.store.save_rotation(
-                *key, locked.resource_version, exc.refresh_token, None, ann
-            )
+                ann[ANN_BOOTSTRAP] = adopting
+            rotation = Rotation(uid, *key, now, exc.refresh_token, None, ann)
+            saved = await self.store.save_rotation(rotation, locked.resource_version)
             return Failed(exc, saved, None)
         except LucidError as exc:
             return Failed(exc, locked, adopting)
         lifetime = locked.refresh_lifetime or REFRESH_TOKEN_LIFETIME
-        saved = await self._save(key, locked, tokens, lifetime, bootstrap=adopting)
+        saved = await self._save(key, uid, locked, tokens, lifetime, bootstrap=adopting)
         if adopting is not None:
             saved = await self._introspect_expiry(key, creds, tokens)
         return Rotated(saved)
@@ -177,6 +178,7 @@ class Refresher:
     async def _save(
         self,
         key: Key,
+        uid: str,
         locked: GrantState,
         tokens: TokenSet,
         lifetime: float,
@@ -189,9 +191,10 @@ class Refresher:
         annotations = token_annotations(tokens, tokens.issued_at + lifetime, "Issued")
         if bootstrap is not None:
             annotations[ANN_BOOTSTRAP] = bootstrap
-        return await self.store.save_rotation(
-            *key, locked.resource_version, tokens.refresh_token, tokens.access_token, annotations
+        rotation = Rotation(
+            uid, *key, tokens.issued_at, tokens.refresh_token, tokens.access_token, annotations
         )
+        return await self.store.save_rotation(rotation, locked.resource_version)
 
     async def _introspect_expiry(
         self, key: Key, creds: ClientCredentials, tokens: TokenSet
@@ -213,7 +216,12 @@ class Refresher:
         return await self.store.release_lock(*key, locked.resource_version, annotations)
 
     async def store_authorized(
-        self, key: Key, state: GrantState, creds: ClientCredentials, redemption: Redemption
+        self,
+        key: Key,
+        uid: str,
+        state: GrantState,
+        creds: ClientCredentials,
+        redemption: Redemption,
     ) -> GrantState:
         """Store a grant obtained outside the refresh path (the web flow) under the same lock
         as a refresh, so that it cannot race one; wait for a running refresh to end. Under the
@@ -229,7 +237,7 @@ class Refresher:
                 except BaseException:
                     await self.release(key, taken, {})
                     raise
-                await self._save(key, taken, tokens, REFRESH_TOKEN_LIFETIME, bootstrap=None)
+                await self._save(key, uid, taken, tokens, REFRESH_TOKEN_LIFETIME, bootstrap=None)
                 return await self._introspect_expiry(key, creds, tokens)
             if taken.until is not None:
                 await self.sleep(LOCK_RETRY_DELAY)

@@ -28,15 +28,35 @@ from lucidgrant.lucid import ClientCredentials, LucidClient, TokenSet
 from lucidgrant.metrics import Metrics
 from lucidgrant.names import READY, REAUTH
 from lucidgrant.reconcile import Reconciler
+from lucidgrant.replay import replay
 from lucidgrant.status import condition_of
 from lucidgrant.store import StateStore
 from lucidgrant.web import make_flow_app, make_probe_app
+from lucidgrant.wal import Rotation, RotationLog
 from lucidgrant.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
 # Connections of the web flow's own pool to Lucid (code exchanges only).
 FLOW_CONNECTIONS = 4
+
+
+def open_wal(directory: str | None) -> tuple[RotationLog | None, list[Rotation]]:
+    """The write-ahead log and what a previous process left in it. Without a directory, or with
+    one that cannot be used, none: the operator then runs as without the log, and says so."""
+    if directory is None:
+        return None, []
+    wal = RotationLog(directory)
+    try:
+        return wal, wal.open()
+    except OSError as exc:
+        log.error(
+            "write-ahead log in %s cannot be used (%s): running without it, so a killed process "
+            "can lose a refresh token Lucid rotated; fix the volume or unset LUCIDGRANT_WAL_DIR",
+            directory,
+            exc.strerror or type(exc).__name__,
+        )
+        return None, []
 
 
 class Runtime:
@@ -60,16 +80,18 @@ class Runtime:
         )
         self.flow_lucid = self._lucid_client(self.flow_http)
         secrets = SecretReader(self.cache, kube)
-        store = StateStore(
+        self.wal, self._to_replay = open_wal(settings.wal_dir)
+        self.store = StateStore(
             secrets,
             settings.identity,
             on_store_failure=self.metrics.refreshes.labels("store_error").inc,
+            wal=self.wal,
         )
         self.reconciler = Reconciler(
             kube,
             self.lucid,
             secrets,
-            store,
+            self.store,
             self.metrics,
             authorization_url=self.authorization_url,
         )
@@ -114,14 +136,23 @@ class Runtime:
             )
         for listener in self._listeners:
             await listener.start()
-        self._tasks.append(asyncio.create_task(self.queue.run(), name="work queue"))
+        self._tasks.append(asyncio.create_task(self._replay_then_run(), name="work queue"))
         if self.elector is not None:
             self._tasks.append(asyncio.create_task(self.elector.run(), name="leader election"))
         self.started = True
         log.info("lucidgrant started as %s", self.settings.identity)
 
+    async def _replay_then_run(self) -> None:
+        """Whether or not this replica leads, its own write-ahead log is replayed before it
+        refreshes anything: the log may hold the only copy of some refresh tokens."""
+        if self.wal is not None and self._to_replay:
+            await replay(self._to_replay, self.wal, self.store)
+            self._to_replay = []
+        await self.queue.run()
+
     def _leading(self, leader: bool) -> None:
         self.metrics.leader.set(1 if leader else 0)
+        self.reconciler.took_lease_at = self.reconciler.clock() if leader else None
         if leader:
             self.queue.active.set()
         else:
@@ -141,6 +172,8 @@ class Runtime:
             await self.elector.release()
         for listener in self._listeners:
             await listener.stop()
+        if self.wal is not None:
+            self.wal.close()  # what is not stored yet stays in it for the next start
         await self.http.aclose()
         await self.flow_http.aclose()
         await self.kube.close()

@@ -30,6 +30,7 @@ from lucidgrant.names import (
     ANN_REFRESH_EXPIRES,
     ANN_REFRESH_LIFETIME,
     ANN_REFRESH_SOURCE,
+    ANN_ROTATED_AT,
     ANN_SCOPES,
     ANN_TOKEN_TYPE,
     ANN_USED_STATES,
@@ -45,6 +46,7 @@ from lucidgrant.names import (
     state_secret_name,
 )
 from lucidgrant.secretdata import b64, secret_value
+from lucidgrant.wal import Rotation, RotationLog
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,7 @@ class GrantState:
     bootstrap_digest: str | None = None
     dead_reason: str | None = None
     last_refresh_at: float | None = None
+    rotated_at: float | None = None
     lock_holder: str | None = None
     lock_until: float | None = None
     consumer_name: str | None = None
@@ -127,6 +130,7 @@ def parse_state(secret: Mapping[str, Any]) -> GrantState:
         bootstrap_digest=ann.get(ANN_BOOTSTRAP) or None,
         dead_reason=ann.get(ANN_DEAD) or None,
         last_refresh_at=_float(ann.get(ANN_LAST_REFRESH)),
+        rotated_at=_float(ann.get(ANN_ROTATED_AT) or ann.get(ANN_LAST_REFRESH)),
         lock_holder=ann.get(ANN_LOCK_HOLDER) or None,
         lock_until=_float(ann.get(ANN_LOCK_UNTIL)),
         consumer_name=ann.get(ANN_CONSUMER) or None,
@@ -172,12 +176,14 @@ class StateStore:
         on_store_failure: Callable[[], None] = lambda: None,
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        wal: RotationLog | None = None,
     ) -> None:
         self.secrets = secrets
         self.kube = secrets.kube
         self.holder = holder
         self.on_store_failure = on_store_failure
         self.sleep = sleep
+        self.wal = wal
 
     def _remember(self, secret: Mapping[str, Any]) -> GrantState:
         self.secrets.cache.observe_secret(secret)
@@ -252,46 +258,67 @@ class StateStore:
             return None
 
     async def save_rotation(
-        self,
-        namespace: str,
-        grant_name: str,
-        rv: str,
-        refresh_token: str,
-        access_token: str | None,
-        annotations: Mapping[str, str | None],
-        *,
-        retry_delay: float = 0.5,
+        self, rotation: Rotation, rv: str, *, retry_delay: float = 0.5
     ) -> GrantState:
-        """Store a rotated refresh token; the first duty after Lucid answers. The answer
-        holds the only live refresh token, so this retries until it succeeds, and on a
-        conflict it re-reads and writes again: a newer token cannot exist elsewhere, since
-        the refresh that produced ours invalidated the one anybody else could have used.
-        Without an access token (a partial answer) the old one, dead now, is removed."""
-        ann = {**annotations, ANN_LOCK_HOLDER: None, ANN_LOCK_UNTIL: None}
-        data = {
-            KEY_REFRESH: b64(refresh_token),
-            KEY_ACCESS: b64(access_token) if access_token else None,
-        }
+        """Store a rotated refresh token; the first duty after Lucid answers. The answer holds
+        the only live refresh token, so it goes into the write-ahead log first (when there is
+        one: a killed process replays it at its next start), and the store retries until it
+        succeeds; on a conflict it re-reads and writes again: a newer token cannot exist
+        elsewhere, since the refresh that produced ours invalidated the one anybody else could
+        have used. Without an access token (a partial answer) the old one, dead now, is
+        removed."""
+        if self.wal is not None:
+            try:
+                await self.wal.append(rotation)
+            except OSError as exc:  # the store below still happens, as without a log
+                log.error(
+                    "write-ahead log %s failed (%s): storing %s/%s without it",
+                    self.wal.path,
+                    exc.strerror or type(exc).__name__,
+                    rotation.namespace,
+                    rotation.name,
+                )
         attempt = 0
         base_rv: str | None = rv
         while True:
             attempt += 1
             try:
-                return await self._patch(
-                    namespace, grant_name, base_rv, {"metadata": {"annotations": ann}, "data": data}
-                )
+                saved = await self.put_rotation(rotation, base_rv)
+                break
             except ConflictError:
                 base_rv = None  # ours is the newest: write unconditionally
             except Exception as exc:  # whatever it is, giving up would lose the grant
                 self.on_store_failure()
                 log.error(
                     "storing the rotated refresh token of %s/%s failed (attempt %d): %s; retrying",
-                    namespace,
-                    grant_name,
+                    rotation.namespace,
+                    rotation.name,
                     attempt,
                     exc if isinstance(exc, KubeError) else type(exc).__name__,
                 )
                 await self.sleep(min(retry_delay * attempt, 5.0))
+        if self.wal is not None:
+            self.wal.mark_stored(rotation)
+        return saved
+
+    async def put_rotation(self, rotation: Rotation, rv: str | None) -> GrantState:
+        """One write of a rotation (compare-and-swap on `rv` unless None). Lucid just rotated,
+        so the grant is alive (a mark of a dead grant goes), and whoever holds the refresh lock
+        (this process, or a killed one whose log is being replayed) holds a token this rotation
+        made dead: the lock guards nothing any more and goes too."""
+        ann = {
+            **rotation.annotations,
+            ANN_ROTATED_AT: f"{rotation.issued_at:.3f}",
+            ANN_DEAD: None,
+            ANN_LOCK_HOLDER: None,
+            ANN_LOCK_UNTIL: None,
+        }
+        data = {
+            KEY_REFRESH: b64(rotation.refresh_token),
+            KEY_ACCESS: b64(rotation.access_token) if rotation.access_token else None,
+        }
+        patch = {"metadata": {"annotations": ann}, "data": data}
+        return await self._patch(rotation.namespace, rotation.name, rv, patch)
 
     async def annotate(
         self, namespace: str, grant_name: str, rv: str | None, annotations: Mapping[str, str | None]

@@ -123,13 +123,14 @@ def parse(content: bytes) -> tuple[list[Rotation], int, int]:
 
 
 class StoredState(Protocol):
-    """What the state Secret holds about the last stored rotation."""
+    """What the state Secret holds about the last stored rotation: its refresh token, and when
+    Lucid was asked for it (`issued_at` of the rotation that stored it)."""
 
     @property
     def refresh_token(self) -> str | None: ...
 
     @property
-    def last_refresh_at(self) -> float | None: ...
+    def rotated_at(self) -> float | None: ...
 
 
 def should_replay(rotation: Rotation, stored: StoredState | None) -> bool:
@@ -141,7 +142,7 @@ def should_replay(rotation: Rotation, stored: StoredState | None) -> bool:
         return True
     if stored.refresh_token == rotation.refresh_token:
         return False
-    return stored.last_refresh_at is None or rotation.issued_at > stored.last_refresh_at
+    return stored.rotated_at is None or rotation.issued_at > stored.rotated_at
 
 
 class RotationLog:
@@ -226,7 +227,10 @@ class RotationLog:
             return
         del self.pending[rotation.uid]
         if not self.pending or self._size > self.compact_at:
-            self._rewrite()
+            try:
+                self._rewrite()
+            except OSError as exc:  # harmless: replay skips what the state Secret holds
+                log.warning("write-ahead log %s not compacted: %s", self.path, exc.strerror)
 
     # -- the file ------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from lucidgrant.names import grant_path, secret_path, state_secret_name
 from lucidgrant.reconcile import Reconciler
 from lucidgrant.secretdata import secret_value
 from lucidgrant.store import StateStore, parse_state
+from lucidgrant.wal import RotationLog
 
 from .fakes import FakeClock, FakeKube, FakeLucid
 
@@ -40,16 +41,26 @@ def grant_body(name: str = "g", **spec: Any) -> dict[str, Any]:
 
 
 class World:
-    def __init__(self) -> None:
+    def __init__(self, wal: RotationLog | None = None, *, restart_of: World | None = None) -> None:
+        """`wal`: the write-ahead log the store writes to. `restart_of`: a world whose cluster,
+        Lucid and clock this one shares, as a restarted process does; its cache starts from
+        what the watches' first listing would bring."""
         # LucidClient stamps answers with the real time: the fake clock starts there.
-        self.clock = FakeClock(float(int(time.time())))
-        self.kube = FakeKube()
-        self.lucid = FakeLucid(self.clock)
+        self.clock: FakeClock = (
+            restart_of.clock if restart_of else FakeClock(float(int(time.time())))
+        )
+        self.kube: FakeKube = restart_of.kube if restart_of else FakeKube()
+        self.lucid: FakeLucid = restart_of.lucid if restart_of else FakeLucid(self.clock)
         self.http = httpx.AsyncClient(transport=self.lucid.transport())
         self.cache = Cache()
+        for path, obj in self.kube.objects.items():
+            if "/lucidgrants/" in path:
+                self.cache.observe_grant(obj)
+            elif "/secrets/" in path:
+                self.cache.observe_secret(obj)
         self.metrics = Metrics()
         self.secrets = SecretReader(self.cache, self.kube)
-        self.store = StateStore(self.secrets, "me", sleep=self.clock.sleep)
+        self.store = StateStore(self.secrets, "me", sleep=self.clock.sleep, wal=wal)
         self.reconciler = Reconciler(
             self.kube,
             LucidClient(self.http, "https://lucid.test"),

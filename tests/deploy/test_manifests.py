@@ -365,6 +365,10 @@ def test_deployment_is_hardened() -> None:
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes[mounts["/tmp"]]
+    # The write-ahead log: in memory (never on the node's disk), gone with the pod.
+    wal_dir = Path(env_of(c)["LUCIDGRANT_WAL_DIR"])
+    wal_mount = next(m for m in mounts if wal_dir.is_relative_to(m) and m != "/")
+    assert volumes[mounts[wal_mount]]["emptyDir"]["medium"] == "Memory"
     assert pod["automountServiceAccountToken"] is True
     assert pod["serviceAccountName"] == "lucidgrant"
     assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")

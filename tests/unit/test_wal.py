@@ -260,7 +260,7 @@ async def test_no_token_in_any_log_line_or_repr(
 @dataclass
 class Stored:
     refresh_token: str | None
-    last_refresh_at: float | None
+    rotated_at: float | None
 
 
 @pytest.mark.parametrize(

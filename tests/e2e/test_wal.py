@@ -1,0 +1,56 @@
+"""The write-ahead log in a real process: Lucid answers a refresh while the API server is
+unreachable, the process is killed before it could store the rotated refresh token, and the
+next process, started with the same log directory, stores it; the grant lives on."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from lucidgrant.testbed.kubeapi import KubeAPI
+from lucidgrant.testbed.lucid import LucidEmulator
+from lucidgrant.wal import FILE_NAME
+
+from .harness import Cluster, wait_for
+from .test_operator import live_token_written, setup_grant
+
+STATE = "reporting-lucidgrant-state"
+
+
+def test_a_rotation_the_api_server_never_got_survives_a_kill(
+    kube_api: tuple[KubeAPI, Path], cluster: Cluster, lucid: LucidEmulator, start_operator, tmp_path
+):
+    api = kube_api[0]
+    wal = tmp_path / "wal"
+    grant_id = setup_grant(cluster, lucid)
+    proc = start_operator(LUCIDGRANT_WAL_DIR=str(wal))
+    wait_for(lambda: live_token_written(cluster, lucid, grant_id), what="first rotation stored")
+    before = lucid.grant_info(grant_id).rotations
+    # Lucid rotates at once and answers 1.5 s later; the API server goes away in between.
+    lucid.slow(1.5, process_first=True)
+    wait_for(lambda: lucid.grant_info(grant_id).rotations > before, what="the next rotation")
+    api.faults.unreachable = True
+    log = wal / FILE_NAME
+    wait_for(lambda: log.stat().st_size > 0, timeout=10, what="the answer in the log")
+    proc.stop(signal.SIGKILL)
+    api.faults.unreachable = False
+    lucid.clear_faults()
+    live = lucid.grant_info(grant_id)
+    assert live.rotations == before + 1
+    assert (cluster.secret(STATE) or {}).get("refresh_token") != live.refresh_token, (
+        "the killed process stored the token after all: the test did not test the log"
+    )
+    assert oct(log.stat().st_mode & 0o777) == "0o600"
+
+    start_operator(LUCIDGRANT_WAL_DIR=str(wal))
+    wait_for(
+        lambda: (
+            (cluster.secret(STATE) or {}).get("refresh_token")
+            == lucid.grant_info(grant_id).refresh_token
+        ),
+        what="the logged rotation replayed into the state Secret",
+    )
+    wait_for(lambda: live_token_written(cluster, lucid, grant_id), what="serving again")
+    wait_for(lambda: lucid.grant_info(grant_id).rotations > live.rotations, what="refreshing on")
+    assert lucid.invalid_grant_count == 0
+    assert not cluster.is_true("reporting", "ReauthorizationRequired")
