@@ -1,10 +1,11 @@
 """The start-up replay of the write-ahead log (wal.py): what a killed process had from Lucid but
 had not stored yet goes into the state Secret before this process refreshes anything.
 
-Every record is checked against the grant and its state Secret first: a grant deleted (or
-deleted and created again: another UID) drops the record, and a state Secret that holds the
-record's token, or a newer one, is left alone. The write is a compare-and-swap, so a token
-another replica stores meanwhile is never overwritten."""
+Every record is checked against the grant's state Secret first: a Secret gone (garbage
+collected with its grant) or owned by another grant UID (deleted and created again) drops the
+record, and a Secret that holds the record's token, or a newer one, is left alone. The write
+is a compare-and-swap, so a token another replica stores meanwhile is never overwritten. (The
+operator's RBAC has no `get` on grants: the Secret's owner reference names the grant's UID.)"""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from collections.abc import Iterable
 from enum import StrEnum
 
 from lucidgrant.kube import ConflictError, KubeError
-from lucidgrant.names import grant_path
 from lucidgrant.store import StateStore
 from lucidgrant.wal import Rotation, RotationLog, should_replay
 
@@ -29,7 +29,7 @@ HANDOVER_WINDOW = 60.0
 class Replayed(StrEnum):
     STORED = "stored"
     ALREADY_STORED = "already stored, or a newer token is"
-    GRANT_GONE = "dropped: the grant no longer exists"
+    GRANT_GONE = "dropped: the grant (or its state Secret) no longer exists"
 
 
 def handover_window_left(
@@ -42,12 +42,12 @@ def handover_window_left(
 
 
 async def replay_one(rotation: Rotation, store: StateStore) -> Replayed:
-    grant = await store.kube.get(grant_path(rotation.namespace, rotation.name))
-    if grant is None or grant["metadata"].get("uid") != rotation.uid:
-        return Replayed.GRANT_GONE
     while True:
-        # Created (empty) if deleted by hand: the grant owns a new one.
-        state = await store.read(rotation.namespace, rotation.name) or await store.create(grant)
+        state = await store.read(rotation.namespace, rotation.name)
+        # The state Secret belongs to its grant (owner reference): gone with it, or owned by
+        # a grant of the same name created since, it is not where this rotation goes.
+        if state is None or state.owner_uid != rotation.uid:
+            return Replayed.GRANT_GONE
         if not should_replay(rotation, state):
             return Replayed.ALREADY_STORED
         try:

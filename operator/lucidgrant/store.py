@@ -98,6 +98,8 @@ class GrantState:
     lock_until: float | None = None
     consumer_name: str | None = None
     used_states: str | None = None  # the web flow's ledger (authstate.record_use)
+    # The UID of the grant that owns the Secret (its controller reference).
+    owner_uid: str | None = None
 
     def __repr__(self) -> str:
         return f"GrantState(rv={self.resource_version}, dead={self.dead_reason})"
@@ -135,6 +137,14 @@ def parse_state(secret: Mapping[str, Any]) -> GrantState:
         lock_until=_float(ann.get(ANN_LOCK_UNTIL)),
         consumer_name=ann.get(ANN_CONSUMER) or None,
         used_states=ann.get(ANN_USED_STATES) or None,
+        owner_uid=next(
+            (
+                ref.get("uid")
+                for ref in meta.get("ownerReferences") or []
+                if ref.get("kind") == KIND and ref.get("controller")
+            ),
+            None,
+        ),
     )
 
 
