@@ -52,7 +52,7 @@ def unreachable_then_kill(tmp: Path, size: Size) -> None:
             minted = set(w.rotated_at.copy())
             # The next answer comes 1.5 s after Lucid rotated: the API server goes away at the
             # rotation, so the answer arrives while the store cannot succeed.
-            w.lucid.slow(1.5, n=1, process_first=True)
+            w.lucid.faults.slow(1.5, n=1, process_first=True)
             wait_for(
                 partial(_minted_since, w, minted),
                 timeout=3 * size.access_ttl,
@@ -68,7 +68,7 @@ def unreachable_then_kill(tmp: Path, size: Size) -> None:
             w.stop(proc, signal.SIGKILL)
             w.kube.faults.unreachable = False
             proc = w.start_operator(**env)
-        w.lucid.clear_faults()
+        w.lucid.faults.clear()
         rotations = w.rotations()
         started = time.monotonic()
         recovery = w.wait_serving(60, "every grant serving after the last restart")

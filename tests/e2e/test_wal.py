@@ -7,9 +7,9 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from lucidgrant.testbed.kubeapi import KubeAPI
-from lucidgrant.testbed.lucid import LucidEmulator
 from lucidgrant.wal import FILE_NAME
+from lucidgrant_testbed.kubeapi import KubeAPI
+from lucidgrant_testbed.lucid import LucidEmulator
 
 from .harness import Cluster, wait_for
 from .test_operator import live_token_written, setup_grant
@@ -27,14 +27,14 @@ def test_a_rotation_the_api_server_never_got_survives_a_kill(
     wait_for(lambda: live_token_written(cluster, lucid, grant_id), what="first rotation stored")
     before = lucid.grant_info(grant_id).rotations
     # Lucid rotates at once and answers 1.5 s later; the API server goes away in between.
-    lucid.slow(1.5, process_first=True)
+    lucid.faults.slow(1.5, process_first=True)
     wait_for(lambda: lucid.grant_info(grant_id).rotations > before, what="the next rotation")
     api.faults.unreachable = True
     log = wal / FILE_NAME
     wait_for(lambda: log.stat().st_size > 0, timeout=10, what="the answer in the log")
     proc.stop(signal.SIGKILL)
     api.faults.unreachable = False
-    lucid.clear_faults()
+    lucid.faults.clear()
     live = lucid.grant_info(grant_id)
     assert live.rotations == before + 1
     assert (cluster.secret(STATE) or {}).get("refresh_token") != live.refresh_token, (
