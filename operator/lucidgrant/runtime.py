@@ -31,8 +31,8 @@ from lucidgrant.reconcile import Reconciler
 from lucidgrant.replay import replay
 from lucidgrant.status import condition_of
 from lucidgrant.store import StateStore
-from lucidgrant.web import make_flow_app, make_probe_app
 from lucidgrant.wal import Rotation, RotationLog
+from lucidgrant.web import make_flow_app, make_probe_app
 from lucidgrant.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
