@@ -20,6 +20,7 @@ from lucidgrant.replay import HANDOVER_WINDOW, Replayed, handover_window_left, r
 from lucidgrant.secretdata import b64
 from lucidgrant.wal import FILE_NAME, Rotation, RotationLog
 
+from .test_reconcile import Redeem
 from .world import NS, World
 
 STATE = secret_path(NS, state_name("g"))
@@ -117,7 +118,7 @@ async def test_the_web_flow_logs_its_tokens_too(world: World, tmp_path: Path) ->
         await append(rotation)
 
     wal.append = spy  # type: ignore[method-assign]
-    await logged.reconciler.authorized((NS, "g"), tokens)
+    await logged.reconciler.authorized((NS, "g"), Redeem(tokens), None)
     assert [r.refresh_token for r in appended] == [tokens.refresh_token]
     assert not wal.pending
     await logged.http.aclose()
