@@ -190,7 +190,8 @@ class OperatorProcess:
             stderr=subprocess.STDOUT,
             cwd=ROOT,
         )
-        wait_for(self.ready, timeout=30, what="operator /readyz")
+        # Bounded by a busy machine, not by the operator: start-up is mostly imports.
+        wait_for(self.ready, timeout=60, what="operator /readyz")
 
     @property
     def url(self) -> str:
