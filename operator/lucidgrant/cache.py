@@ -13,7 +13,7 @@ from typing import Any
 
 from lucidgrant.grant import GrantSpec, SpecError, parse_spec
 from lucidgrant.kube import KubeClient
-from lucidgrant.names import secret_path, state_secret_name
+from lucidgrant.names import LABEL_CLIENT, LABEL_ROLE, secret_path, state_secret_name
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -168,7 +168,11 @@ class Cache:
         """Remember a Secret from a watch event or a write's answer; True if it concerns us."""
         if not self.is_relevant(secret):
             return False
-        secret = slim(secret, ("data", "type"))
+        # The values of a Secret that is neither marked for lucidgrant nor written by it are
+        # never held: whatever a grant names, a password it should not see stays out of memory.
+        labels = (secret.get("metadata") or {}).get("labels") or {}
+        readable = labels.get(LABEL_CLIENT) == "true" or LABEL_ROLE in labels
+        secret = slim(secret, ("data", "type") if readable else ("type",))
         key = key_of(secret)
         current = self.secrets.get(key)
         if deleted:

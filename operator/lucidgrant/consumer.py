@@ -16,11 +16,14 @@ from lucidgrant.grant import ConsumerSecret, GrantSpec
 from lucidgrant.kube import ConflictError, KubeClient
 from lucidgrant.names import (
     ANN_CONSUMER,
+    ANN_WRITE_FOR,
     KIND,
+    LABEL_CLIENT,
     LABEL_GRANT,
     LABEL_ROLE,
     ROLE_ACCESS_TOKEN,
     ROLE_STATE,
+    STATE_SUFFIX,
     Reason,
     secret_path,
 )
@@ -29,17 +32,37 @@ from lucidgrant.store import GrantState, StateStore, owner_reference
 from lucidgrant.timing import rfc3339
 
 
-def consumer_conflict(secret: Mapping[str, Any], grant_uid: str) -> str | None:
-    """Why the operator must not write into an existing Secret, or None if it may."""
+def consumer_conflict(
+    secret: Mapping[str, Any], grant: Mapping[str, Any], spec: GrantSpec
+) -> str | None:
+    """Why the operator must not write into an existing Secret, or None if it may: only a
+    Secret this grant created (owner UID checked) or one a person opted in by annotation, and
+    never a non-Opaque, state, client or bootstrap Secret."""
     meta = secret.get("metadata") or {}
-    if (meta.get("labels") or {}).get(LABEL_ROLE) == ROLE_STATE:
+    gmeta = grant["metadata"]
+    labels = meta.get("labels") or {}
+    if secret.get("type", "Opaque") != "Opaque":
+        return f"it is of type {secret.get('type')!r}, and only Opaque Secrets are written"
+    if labels.get(LABEL_ROLE) == ROLE_STATE:
         return "it is a lucidgrant state Secret"
-    for ref in meta.get("ownerReferences") or []:
-        if ref.get("uid") == grant_uid:
-            continue
+    bootstrap = spec.bootstrap_ref.name if spec.bootstrap_ref else None
+    if labels.get(LABEL_CLIENT) == "true" or meta.get("name") in (
+        spec.client_secret_name,
+        bootstrap,
+    ):
+        return "it is a client or bootstrap Secret, which the operator only reads"
+    owners = meta.get("ownerReferences") or []
+    if any(ref.get("uid") == gmeta.get("uid") for ref in owners):
+        return None
+    for ref in owners:
         if ref.get("kind") == KIND or ref.get("controller"):
             return f"it is owned by {ref.get('kind')} {ref.get('name')}"
-    return None
+    if (meta.get("annotations") or {}).get(ANN_WRITE_FOR) == gmeta["name"]:
+        return None
+    return (
+        "this grant did not create it; to let the grant write into it, annotate it with "
+        f"{ANN_WRITE_FOR}={gmeta['name']}"
+    )
 
 
 def consumer_data(
@@ -67,8 +90,15 @@ class ConsumerResult:
 
 
 class ConsumerSecrets:
-    def __init__(self, kube: KubeClient, secrets: SecretReader, store: StateStore) -> None:
+    def __init__(
+        self,
+        kube: KubeClient,
+        secrets: SecretReader,
+        store: StateStore,
+        operator_namespace: str | None = None,
+    ) -> None:
         self.kube = kube
+        self.operator_namespace = operator_namespace
         self.secrets = secrets
         self.store = store
 
@@ -82,8 +112,10 @@ class ConsumerSecrets:
         meta = grant["metadata"]
         namespace, uid = meta["namespace"], str(meta.get("uid", ""))
         consumer = spec.consumer
+        if why := self._forbidden(namespace, consumer.name):
+            return ConsumerResult(problem=_conflict(consumer.name, why))
         existing = await self.secrets.get(namespace, consumer.name)
-        if existing is not None and (why := consumer_conflict(existing, uid)):
+        if existing is not None and (why := consumer_conflict(existing, grant, spec)):
             return ConsumerResult(problem=_conflict(consumer.name, why))
         data = consumer_data(
             consumer, state.access_token, state.access_expires_at, state.token_type
@@ -95,7 +127,7 @@ class ConsumerSecrets:
             except ConflictError:
                 return ConsumerResult(again=True)
             self.secrets.cache.observe_secret(written)
-            if why := consumer_conflict(written, uid):
+            if why := consumer_conflict(written, grant, spec):
                 # It appeared between our read and write, owned by someone else.
                 return ConsumerResult(problem=_conflict(consumer.name, why))
         if state.consumer_name == consumer.name:
@@ -105,6 +137,14 @@ class ConsumerSecrets:
             namespace, meta["name"], None, {ANN_CONSUMER: consumer.name}
         )
         return ConsumerResult(written=True, state=saved)
+
+    def _forbidden(self, namespace: str, name: str) -> str | None:
+        """Secrets no grant may write, whether they exist yet or not."""
+        if namespace == self.operator_namespace:
+            return "it is in the operator's own namespace, where no grant may write"
+        if name.endswith(STATE_SUFFIX):
+            return f"names ending in {STATE_SUFFIX!r} are reserved for state Secrets"
+        return None
 
     async def _write(
         self,
@@ -158,5 +198,6 @@ def _conflict(name: str, why: str) -> tuple[Reason, str]:
     return (
         Reason.SECRET_CONFLICT,
         f"Secret {name!r} (spec.accessTokenSecret.name) cannot be written: {why}. Set "
-        "spec.accessTokenSecret.name to a Secret that no other grant or controller owns.",
+        "spec.accessTokenSecret.name to a Secret this grant may write (a new name: the "
+        "operator creates it).",
     )

@@ -20,7 +20,7 @@ from lucidgrant.cache import Facts
 from lucidgrant.grant import OFFLINE_ACCESS, GrantSpec, SpecError
 from lucidgrant.lucid import ClientCredentials
 from lucidgrant.names import Reason
-from lucidgrant.secretdata import digest
+from lucidgrant.secretdata import digest, mark_command
 from lucidgrant.status import awaiting_authorization, client_rejected_message, dead_grant
 from lucidgrant.store import GrantState
 
@@ -57,6 +57,11 @@ class Snapshot:
     client_keys_missing: tuple[str, ...] = ()
     client_rv: str | None = None
     bootstrap: str | None = field(default=None, repr=False)
+    # A referenced client or bootstrap Secret nobody marked for lucidgrant:
+    # (spec field, namespace, name).
+    unmarked: tuple[str, str, str] | None = None
+    # Why a Secret named like the state Secret is not this grant's (it is never adopted).
+    state_conflict: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,10 +92,28 @@ def spec_invalid(snap: Snapshot) -> Decision | None:
     return None
 
 
+def state_not_ours(snap: Snapshot) -> Decision | None:
+    if snap.state_conflict is None:
+        return None
+    return Decision(Action.REPORT, Reason.SECRET_CONFLICT, snap.state_conflict)
+
+
 def suspended(snap: Snapshot) -> Decision | None:
     if _valid(snap).suspend:
         return Decision(Action.SUSPEND, Reason.SUSPENDED, "spec.suspend is true: no refreshes.")
     return None
+
+
+def secret_not_marked(snap: Snapshot) -> Decision | None:
+    if snap.unmarked is None:
+        return None
+    where, namespace, name = snap.unmarked
+    message = (
+        f"The Secret {name!r} ({where}) is not marked for lucidgrant, so nothing in it is read: "
+        f"if it is meant for this grant, make it an Opaque Secret and run "
+        f"`{mark_command(namespace, name)}`."
+    )
+    return Decision(Action.HOLD, Reason.SECRET_NOT_MARKED, message)
 
 
 def client_missing(snap: Snapshot) -> Decision | None:
@@ -177,7 +200,9 @@ def refresh_due(snap: Snapshot) -> Decision | None:
 POLICIES: tuple[Policy, ...] = (
     being_deleted,
     spec_invalid,
+    state_not_ours,
     suspended,
+    secret_not_marked,
     client_missing,
     client_rejected,
     new_authorization,

@@ -60,6 +60,9 @@ LABEL_GRANT = "lucidgrant.dev/grant"
 ROLE_STATE = "state"
 ROLE_ACCESS_TOKEN = "access-token"
 ROLE_KEY = "key"
+# On a client or bootstrap Secret, set by a person: "true" lets the operator read it. Nothing in
+# an unmarked Secret is read, so a grant cannot name a database password as its client id.
+LABEL_CLIENT = "lucidgrant.dev/client"
 LABEL_APP = "app.kubernetes.io/name"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 
@@ -93,6 +96,8 @@ ANN_ROTATED_AT = _A + "rotated-at"
 ANN_CONSUMER = _A + "consumer-secret"
 # The web flow's used states (authstate.record_use), on the state Secret.
 ANN_USED_STATES = _A + "used-states"
+# On an existing Secret a person lets a grant write its access token into: the grant's name.
+ANN_WRITE_FOR = _A + "grant"
 
 # Only grants with deletionPolicy Revoke carry it: something must happen before they go.
 FINALIZER = _A + "revoke"
@@ -117,6 +122,7 @@ class Reason(StrEnum):
     CLIENT_REJECTED = "ClientRejected"
     MISSING_SECRET = "MissingSecret"
     SECRET_CONFLICT = "SecretConflict"
+    SECRET_NOT_MARKED = "SecretNotMarked"
     SUSPENDED = "Suspended"
     INVALID_SPEC = "InvalidSpec"
     KUBERNETES_UNAVAILABLE = "KubernetesUnavailable"

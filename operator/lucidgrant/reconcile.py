@@ -43,8 +43,8 @@ from lucidgrant.names import EVENT_RECOVERED, REFRESH_NOW, Reason, grant_path
 from lucidgrant.publish import AuthorizationURL, Progress, Publisher
 from lucidgrant.refresh import CONFIRM_DELAY, Failed, LockWait, Redemption, Refresher
 from lucidgrant.replay import handover_window_left
-from lucidgrant.secretdata import client_credentials, digest, secret_value
-from lucidgrant.store import StateStore
+from lucidgrant.secretdata import client_credentials, digest, marked, secret_value
+from lucidgrant.store import StateConflict, StateStore
 from lucidgrant.timing import Sleep
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,14 @@ class Client:
     found: bool = False
     rv: str | None = None
     missing: tuple[str, ...] = ()
+    unmarked: tuple[str, str, str] | None = None
+
+
+# The spec field that names the bootstrap Secret, by whether it holds a code.
+_BOOTSTRAP_FIELD = {
+    False: "spec.authorization.refreshTokenSecretRef.name",
+    True: "spec.authorization.codeSecretRef.name",
+}
 
 
 class Reconciler:
@@ -75,6 +83,7 @@ class Reconciler:
         sleep: Sleep = asyncio.sleep,
         authorization_url: AuthorizationURL = lambda grant: None,
         confirm_delay: float = CONFIRM_DELAY,
+        operator_namespace: str | None = None,
     ) -> None:
         self.kube = kube
         self.cache = secrets.cache
@@ -86,7 +95,7 @@ class Reconciler:
         self.took_lease_at: float | None = None
         self.rand = rand
         self.refresher = Refresher(store, lucid, clock, confirm_delay=confirm_delay, sleep=sleep)
-        self.consumer = ConsumerSecrets(kube, secrets, store)
+        self.consumer = ConsumerSecrets(kube, secrets, store, operator_namespace)
         self.deletion = Deletion(kube, lucid, secrets, sleep=sleep)
         self.publisher = Publisher(kube, self.cache, metrics, clock, authorization_url)
 
@@ -132,14 +141,23 @@ class Reconciler:
         spec = snap.spec
         if snap.deleting or not isinstance(spec, GrantSpec):
             return snap
-        state = await self.store.current(record.body)  # created, empty, on first sight
+        try:
+            state = await self.store.current(record.body)  # created, empty, on first sight
+        except StateConflict as exc:
+            return replace(snap, state_conflict=str(exc))
         if spec.suspend:
             return replace(snap, state=state)
         client = await self._client(key[0], spec)
+        unmarked = client.unmarked
         bootstrap = None
         if spec.bootstrap_ref is not None:
             ref = spec.bootstrap_ref
-            bootstrap = secret_value(await self.secrets.get(key[0], ref.name), ref.key) or None
+            secret = await self.secrets.get(key[0], ref.name)
+            if secret is not None and not marked(secret):
+                where = _BOOTSTRAP_FIELD[spec.code_ref is not None]
+                unmarked = unmarked or (where, key[0], ref.name)
+            else:
+                bootstrap = secret_value(secret, ref.key) or None
         return replace(
             snap,
             state=state,
@@ -148,12 +166,16 @@ class Reconciler:
             client_keys_missing=client.missing,
             client_rv=client.rv,
             bootstrap=bootstrap,
+            unmarked=unmarked,
         )
 
     async def _client(self, namespace: str, spec: GrantSpec) -> Client:
         secret = await self.secrets.get(namespace, spec.client_secret_name)
         if secret is None:
             return Client()
+        if not marked(secret):
+            where = "spec.clientSecretRef.name"
+            return Client(found=True, unmarked=(where, namespace, spec.client_secret_name))
         rv = str(secret["metadata"].get("resourceVersion", ""))
         keys = (spec.client_id_key, spec.client_secret_key)
         missing = tuple(k for k in keys if not secret_value(secret, k))

@@ -94,6 +94,7 @@ class Runtime:
             self.store,
             self.metrics,
             authorization_url=self.authorization_url,
+            operator_namespace=settings.pod_namespace,
         )
         self.queue = WorkQueue(self.reconciler.reconcile, concurrency=settings.concurrency)
         self.flow = AuthFlow(self, settings) if settings.external_url else None

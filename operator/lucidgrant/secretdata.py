@@ -10,6 +10,7 @@ from typing import Any
 
 from lucidgrant.grant import GrantSpec
 from lucidgrant.lucid import ClientCredentials
+from lucidgrant.names import LABEL_CLIENT
 
 
 def digest(value: str) -> str:
@@ -30,6 +31,19 @@ def unb64(value: str | None) -> str | None:
         return None
 
 
+def marked(secret: Mapping[str, Any] | None) -> bool:
+    """Whether a person marked the Secret for lucidgrant to read (an Opaque Secret labelled
+    lucidgrant.dev/client=true). The API server defaults an absent type to Opaque."""
+    if not secret:
+        return False
+    labels = (secret.get("metadata") or {}).get("labels") or {}
+    return labels.get(LABEL_CLIENT) == "true" and secret.get("type", "Opaque") == "Opaque"
+
+
+def mark_command(namespace: str, name: str) -> str:
+    return f"kubectl label secret {name} -n {namespace} {LABEL_CLIENT}=true"
+
+
 def secret_value(secret: Mapping[str, Any] | None, key: str) -> str | None:
     if not secret:
         return None
@@ -40,7 +54,10 @@ def client_credentials(
     secret: Mapping[str, Any] | None, spec: GrantSpec
 ) -> ClientCredentials | None:
     """The grant's client credentials from its client Secret; None if absent or empty. The one
-    place they are read, for the refresh path, the web flow and the laptop command alike."""
+    place they are read, for the refresh path, the web flow and the laptop command alike.
+    None for a Secret nobody marked for lucidgrant: its values are never read."""
+    if not marked(secret):
+        return None
     client_id = secret_value(secret, spec.client_id_key)
     client_secret = secret_value(secret, spec.client_secret_key)
     if not client_id or not client_secret:

@@ -174,6 +174,29 @@ class LockBusyError(Exception):
         self.until = until
 
 
+class StateConflict(Exception):
+    """A Secret named like the grant's state Secret that is not this grant's: never adopted."""
+
+
+def state_conflict(secret: Mapping[str, Any], grant: Mapping[str, Any]) -> str | None:
+    """Why an existing Secret is not the grant's state Secret (label and owner UID checked: a
+    Secret of that name may be a person's, or a deleted namesake's not yet collected)."""
+    meta = secret.get("metadata") or {}
+    gmeta = grant["metadata"]
+    name = meta.get("name")
+    if (meta.get("labels") or {}).get(LABEL_ROLE) != ROLE_STATE:
+        why = f"it lacks the label {LABEL_ROLE}={ROLE_STATE}"
+    elif not any(r.get("uid") == gmeta.get("uid") for r in meta.get("ownerReferences") or []):
+        why = "it is not owned by this grant (an owner reference with the grant's UID)"
+    else:
+        return None
+    return (
+        f"Secret {name!r} has the name of this grant's state Secret but {why}, so the operator "
+        f"does not use it: delete or rename it (`kubectl delete secret {name} -n "
+        f"{gmeta['namespace']}`) and the operator creates its own."
+    )
+
+
 class StateStore:
     """Reads and writes state Secrets. Every write is a merge patch carrying the resourceVersion
     it was based on, so that a concurrent writer shows up as a 409 instead of a lost update.
@@ -208,7 +231,11 @@ class StateStore:
         """The grant's state Secret through the cache, created (empty) if it does not exist."""
         meta = grant["metadata"]
         known = await self.secrets.get(meta["namespace"], state_secret_name(meta["name"]))
-        return await self.create(grant) if known is None else parse_state(known)
+        if known is None:
+            return await self.create(grant)
+        if why := state_conflict(known, grant):
+            raise StateConflict(why)
+        return parse_state(known)
 
     async def create(self, grant: Mapping[str, Any]) -> GrantState:
         meta = grant["metadata"]
@@ -227,10 +254,13 @@ class StateStore:
         try:
             return self._remember(await self.kube.create(secret_path(meta["namespace"]), body))
         except ConflictError:
-            state = await self.read(meta["namespace"], meta["name"])
-            if state is None:
+            name = state_secret_name(meta["name"])
+            secret = await self.kube.get(secret_path(meta["namespace"], name))
+            if secret is None:
                 raise
-            return state
+            if why := state_conflict(secret, grant):
+                raise StateConflict(why) from None
+            return self._remember(secret)
 
     async def _patch(
         self, namespace: str, grant_name: str, rv: str | None, patch: dict[str, Any]

@@ -12,6 +12,7 @@ from lucidgrant.lucid import ClientCredentials
 from lucidgrant.names import (
     ANN_LOCK_HOLDER,
     ANN_LOCK_UNTIL,
+    ANN_WRITE_FOR,
     FINALIZER,
     REFRESH_NOW,
     grant_path,
@@ -218,7 +219,14 @@ async def test_a_held_lock_is_waited_for(world):
     await world.reconcile()
     until = world.clock.now + 4000
     held = {ANN_LOCK_HOLDER: "other", ANN_LOCK_UNTIL: f"{until:.3f}"}
-    world.put_secret(state_secret_name("g"), {}, annotations=held)
+    mine = world.kube.objects[STATE]["metadata"]
+    world.put_secret(
+        state_secret_name("g"),
+        {},
+        annotations=held,
+        labels=mine["labels"],
+        ownerReferences=mine["ownerReferences"],
+    )
     world.clock.now += 3500
     calls = world.refresh_calls()
     assert await world.reconcile() == pytest.approx(until + 0.5)
@@ -241,7 +249,7 @@ async def test_a_stale_cached_state_loses_the_lock_race_and_rereads(world):
 async def test_consumer_secret_owned_by_another_controller_is_refused(world):
     world.authorized_grant()
     owner = {"kind": "Deployment", "name": "x", "uid": "other", "controller": True}
-    world.put_secret("tok", {"keep": "me"}, ownerReferences=[owner])
+    world.put_secret("tok", {"keep": "me"}, ownerReferences=[owner], labels={})
     await world.reconcile()
     assert world.condition("Ready") == ("False", "SecretConflict")
     assert world.secret("tok", "keep") == "me" and world.secret("tok", "access_token") is None
@@ -252,7 +260,8 @@ async def test_a_consumer_secret_created_meanwhile_is_merged_into(world):
 
     def person_creates_it(method: str, path: str) -> None:
         if (method, path) == ("POST", CONSUMER) and CONSUMER not in world.kube.objects:
-            world.kube.put(CONSUMER, {"metadata": {"name": "tok"}, "data": {"keep": b64("me")}})
+            meta = {"name": "tok", "annotations": {ANN_WRITE_FOR: "g"}}  # opted in
+            world.kube.put(CONSUMER, {"metadata": meta, "data": {"keep": b64("me")}})
             raise ConflictError(method, path, 409, "AlreadyExists")
 
     world.kube.fault = person_creates_it
@@ -387,7 +396,7 @@ async def test_the_grant_path_is_where_status_goes(world):
 
 async def test_an_existing_secret_keeps_its_keys_and_a_state_secret_is_refused(world):
     world.authorized_grant(accessTokenSecret={"name": "tok", "keys": {"authorizationHeader": "h"}})
-    world.put_secret("tok", {"other": "kept"})
+    world.put_secret("tok", {"other": "kept"}, labels={}, annotations={ANN_WRITE_FOR: "g"})
     await world.reconcile()
     assert world.secret("tok", "other") == "kept"
     assert world.secret("tok", "h") == f"Bearer {world.secret('tok', 'access_token')}"

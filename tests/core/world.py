@@ -14,7 +14,7 @@ import httpx
 from lucidgrant.cache import Cache, GrantRecord, SecretReader
 from lucidgrant.lucid import LucidClient
 from lucidgrant.metrics import Metrics
-from lucidgrant.names import grant_path, secret_path, state_secret_name
+from lucidgrant.names import LABEL_CLIENT, grant_path, secret_path, state_secret_name
 from lucidgrant.reconcile import Reconciler
 from lucidgrant.secretdata import secret_value
 from lucidgrant.store import StateStore, parse_state
@@ -23,6 +23,9 @@ from lucidgrant.wal import RotationLog
 from .fakes import FakeClock, FakeKube, FakeLucid
 
 NS = "ns"
+
+
+OPERATOR_NS = "lucidgrant-system"
 
 
 def grant_body(name: str = "g", **spec: Any) -> dict[str, Any]:
@@ -71,10 +74,13 @@ class World:
             rand=lambda: 0.0,
             sleep=self.clock.sleep,
             authorization_url=lambda grant: "https://ops.test/authorize",
+            operator_namespace=OPERATOR_NS,
         )
 
     def put_secret(self, name: str, values: dict[str, str], **meta: Any) -> dict[str, Any]:
+        """A Secret; labelled for lucidgrant to read unless `labels` are given."""
         data = {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
+        meta.setdefault("labels", {LABEL_CLIENT: "true"})
         body = {"metadata": {"name": name, "namespace": NS, **meta}, "data": data}
         stored = self.kube.put(secret_path(NS, name), body)
         self.cache.observe_secret(stored)

@@ -61,13 +61,17 @@ class Cluster:
         return dict(response.json())
 
     def put_secret(
-        self, name: str, values: dict[str, str], ns: str | None = None
+        self, name: str, values: dict[str, str], ns: str | None = None, *, marked: bool = True
     ) -> dict[str, Any]:
+        """Create (or update the data of) a Secret; `marked`: labelled for lucidgrant to read,
+        as a person does with a client or bootstrap Secret."""
         ns = ns or self.ns
         data = {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
         existing = self.http.get(f"{SECRETS.format(ns=ns)}/{name}")
         if existing.status_code == 404:
-            body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "data": data}
+            labels = {"lucidgrant.dev/client": "true"} if marked else {}
+            meta = {"name": name, "labels": labels}
+            body = {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "data": data}
             return self._ok(self.http.post(SECRETS.format(ns=ns), json=body))
         return self._ok(
             self.http.patch(

@@ -280,8 +280,9 @@ async def _credentials(
     )
     if creds is None:
         raise AuthorizeError(
-            f"the client Secret {spec.client_secret_name!r} is missing or lacks keys "
-            f"{spec.client_id_key}/{spec.client_secret_key}; give --client-id and "
+            f"the client Secret {spec.client_secret_name!r} is missing, lacks keys "
+            f"{spec.client_id_key}/{spec.client_secret_key} or is not labelled "
+            f"lucidgrant.dev/client=true; give --client-id and "
             f"--client-secret-file (or {CLIENT_SECRET_ENV})"
         )
     return creds
