@@ -62,13 +62,14 @@ async def test_an_unmarked_bootstrap_secret_is_not_adopted(world, caplog):
     assert token not in everything_written(world, caplog.text)
 
 
-async def refused(world: World, consumer: str, **meta) -> dict:
-    """Reconcile an authorized grant whose access-token Secret is `consumer`; return it."""
+async def refused(world: World, consumer: str) -> str:
+    """Reconcile an authorized grant whose access-token Secret is `consumer`: refused, the
+    Secret untouched; the condition's message."""
     world.authorized_grant(accessTokenSecret={"name": consumer})
     before = json.dumps(world.kube.objects.get(secret_path(NS, consumer)), sort_keys=True)
     await world.reconcile()
     assert world.condition("Ready") == ("False", "SecretConflict")
-    message = world.grant()["status"]["conditions"][0]["message"]
+    message = str(world.grant()["status"]["conditions"][0]["message"])
     assert f"Secret {consumer!r} (spec.accessTokenSecret.name) cannot be written" in message
     after = json.dumps(world.kube.objects.get(secret_path(NS, consumer)), sort_keys=True)
     assert after == before, "untouched"
