@@ -126,6 +126,20 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], tuple[str, str], tuple[st
         ("Unknown", "KubernetesUnavailable"),
     ),
     (
+        "a Secret named like the state Secret is not the grant's",
+        {},
+        {"problem": (Reason.SECRET_CONFLICT, "x")},
+        ("False", "SecretConflict"),
+        ("Unknown", "SecretConflict"),
+    ),
+    (
+        "the client Secret is not marked for lucidgrant",
+        {},
+        {"state": NEVER, "problem": (Reason.SECRET_NOT_MARKED, "x")},
+        ("False", "SecretNotMarked"),
+        ("True", "AwaitingAuthorization"),
+    ),
+    (
         "API down after the state was read",
         {},
         {"state": EXPIRED, "problem": (Reason.KUBERNETES_UNAVAILABLE, "x")},
