@@ -48,7 +48,10 @@ class Demo:
 
     def put_secret(self, name: str, values: dict[str, str]) -> None:
         data = {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
-        meta = {"name": name, "labels": {"lucidgrant.dev/client": "true"}}  # marked for lucidgrant to read
+        meta = {
+            "name": name,
+            "labels": {"lucidgrant.dev/client": "true"},
+        }  # marked for lucidgrant to read
         body = {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "data": data}
         if self.api.post(SECRETS, json=body).status_code == 409:
             self.api.patch(

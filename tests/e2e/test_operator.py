@@ -11,6 +11,7 @@ import time
 
 import httpx
 import pytest
+
 from lucidgrant_testbed.lucid import LucidEmulator
 
 from .harness import (
