@@ -5,12 +5,8 @@ refresh path is tested in process, without sleeping, in tests/core/."""
 
 from __future__ import annotations
 
-import json
 import signal
 import time
-
-import httpx
-import pytest
 
 from lucidgrant_testbed.lucid import LucidEmulator
 
@@ -19,9 +15,7 @@ from .harness import (
     CLIENT_SECRET,
     SCOPES,
     Cluster,
-    free_port,
     grant_spec,
-    leaked,
     wait_for,
 )
 
@@ -176,55 +170,3 @@ def test_deletion_with_revoke_policy_revokes_and_owned_secrets_go(cluster, lucid
     assert lucid.grant_info(grant_id).revoked
     wait_for(lambda: cluster.secret("lucid-token") is None, what="owned Secret collected")
     assert cluster.secret("reporting-lucidgrant-state") is None
-
-
-# Cluster-wide: the web flow keeps its key in the operator's namespace.
-@pytest.mark.parametrize("install_mode", ["cluster"])
-def test_an_unmarked_client_secret_is_never_read_nor_shown(cluster, lucid, start_operator):
-    """Someone who may edit grants but not read Secrets names a password Secret as the client
-    Secret (to see it as client_id in /authorize's redirect) and a service-account token
-    Secret as the access-token Secret (to overwrite it): nothing is read, nothing is written."""
-    password = "db-password-0f9e8d7c"
-    cluster.http.post(
-        "/api/v1/namespaces",
-        json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "lucidgrant-system"}},
-    )
-    cluster.put_secret("db", {"client_id": password, "client_secret": password}, marked=False)
-    sa_body = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "kubernetes.io/service-account-token",
-        # Even annotated for the grant: a service-account token Secret is never written.
-        "metadata": {"name": "sa", "annotations": {"lucidgrant.dev/grant": "writer"}},
-        "data": {"token": "c2EtdG9rZW4="},
-    }
-    assert cluster.http.post("/api/v1/namespaces/default/secrets", json=sa_body).is_success
-    sa = cluster.secret_object("sa")
-    assert sa is not None
-    assert (
-        cluster.create_grant("reader", grant_spec(clientSecretRef={"name": "db"})).status_code
-        == 201
-    )
-    authorize(cluster, lucid)
-    cluster.put_secret("lucid-client", {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET})
-    writer = grant_spec(accessTokenSecret={"name": "sa"})
-    assert cluster.create_grant("writer", writer).status_code == 201
-    port = free_port()
-    op = start_operator(
-        "--all-namespaces",
-        LUCIDGRANT_HTTP_PORT=str(port),
-        LUCIDGRANT_EXTERNAL_URL=f"http://127.0.0.1:{port}",
-    )
-
-    def reason(name: str) -> str | None:
-        return (cluster.condition(name, "Ready") or {}).get("reason")
-
-    wait_for(lambda: reason("reader") == "SecretNotMarked", what="reader SecretNotMarked")
-    wait_for(lambda: reason("writer") == "SecretConflict", what="writer SecretConflict")
-    message = (cluster.condition("reader", "Ready") or {})["message"]
-    assert "kubectl label secret db -n default lucidgrant.dev/client=true" in message
-    answer = httpx.get(f"{op.url}/authorize/default/reader", follow_redirects=False)
-    shown = [answer.headers.get("location", ""), answer.text, json.dumps(cluster.grant("reader"))]
-    assert leaked({password}, [*shown, op.logs()]) == []
-    after = cluster.secret_object("sa") or {}
-    assert after == sa, "untouched"
