@@ -195,7 +195,11 @@ class OperatorProcess:
             cwd=ROOT,
         )
         # Bounded by a busy machine, not by the operator: start-up is mostly imports.
-        wait_for(self.ready, timeout=60, what="operator /readyz")
+        try:
+            wait_for(self.ready, timeout=60, what="operator /readyz")
+        except AssertionError:
+            self.stop(signal.SIGKILL)  # the caller never gets it to stop: no orphan
+            raise
 
     @property
     def url(self) -> str:
