@@ -12,6 +12,7 @@ from lucidgrant.config import Settings
 from lucidgrant.kube import Kube
 from lucidgrant.names import GROUP, PLURAL, VERSION
 from lucidgrant.runtime import Runtime
+from lucidgrant.watch_errors import survive_watch_errors
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
+    # A real API server's 5xx and in-stream errors must not stop the operator.
+    survive_watch_errors(settings)
     runtime = Runtime(memo.get("settings") or Settings.from_env(), await Kube.connect())
     await runtime.start()
     memo["runtime"] = runtime

@@ -101,27 +101,7 @@ def list_watch_outage(kube) -> float:
     return 65.0
 
 
-@pytest.mark.parametrize(
-    "fault",
-    [
-        pytest.param(
-            in_stream_error,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="issue 13: kopf treats an in-stream ERROR (500) from a watch as fatal "
-                "(WatchingError) and the operator exits",
-            ),
-        ),
-        pytest.param(
-            list_watch_outage,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="issue 13: kopf gives up on list/watch 5xx after its error backoffs "
-                "(about 54 s) and the operator exits, even with a rotation to store",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("fault", [in_stream_error, list_watch_outage])
 def test_watch_errors_are_survived(fault, kube_api, cluster, lucid, start_operator):
     kube, _ = kube_api
     grant_id, proc = running(cluster, lucid, start_operator)
