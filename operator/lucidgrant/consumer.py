@@ -16,6 +16,7 @@ from lucidgrant.grant import ConsumerSecret, GrantSpec
 from lucidgrant.kube import ConflictError, KubeClient
 from lucidgrant.names import (
     ANN_CONSUMER,
+    ANN_GRANT,
     ANN_WRITE_FOR,
     KIND,
     LABEL_CLIENT,
@@ -25,6 +26,7 @@ from lucidgrant.names import (
     ROLE_STATE,
     STATE_SUFFIX,
     Reason,
+    grant_label,
     secret_path,
 )
 from lucidgrant.secretdata import b64
@@ -156,7 +158,12 @@ class ConsumerSecrets:
         """Create the Secret (owned by the grant) if absent, else merge only our keys."""
         meta = grant["metadata"]
         namespace = meta["namespace"]
-        labels = {**consumer.labels, LABEL_GRANT: meta["name"], LABEL_ROLE: ROLE_ACCESS_TOKEN}
+        labels = {
+            **consumer.labels,
+            LABEL_GRANT: grant_label(meta["name"]),
+            LABEL_ROLE: ROLE_ACCESS_TOKEN,
+        }
+        annotations = {**consumer.annotations, ANN_GRANT: meta["name"]}
         if existing is None:
             body = {
                 "apiVersion": "v1",
@@ -166,7 +173,7 @@ class ConsumerSecrets:
                     "name": consumer.name,
                     "namespace": namespace,
                     "labels": labels,
-                    "annotations": dict(consumer.annotations),
+                    "annotations": annotations,
                     "ownerReferences": [owner_reference(grant)],
                 },
                 "data": data,
@@ -176,7 +183,7 @@ class ConsumerSecrets:
             except ConflictError:
                 pass  # created meanwhile (by a person or a cache that lagged): merge into it
         patch = {
-            "metadata": {"labels": labels, "annotations": dict(consumer.annotations)},
+            "metadata": {"labels": labels, "annotations": annotations},
             "data": data,
         }
         return await self.kube.patch(secret_path(namespace, consumer.name), patch)

@@ -16,6 +16,11 @@ DEFAULT_REFRESH_BEFORE = 600.0
 
 _DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+# The API server's rules for label and annotation keys (qualified names) and label values
+# (apimachinery api/validate/content/kube.go): a Secret that breaks them is refused with 422.
+_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_LABEL_VALUE_MAX = 63
+_ANNOTATIONS_MAX = 256 * 1024
 _DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h)")
 _DURATION = re.compile(r"^([0-9]+(ms|s|m|h))+$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -126,6 +131,44 @@ def _string_map(value: Any, path: str) -> dict[str, str]:
     return dict(mapping)
 
 
+def _qualified_name_problem(key: str) -> str | None:
+    prefix, slash, name = key.rpartition("/")
+    if "/" in prefix or (slash and not (len(prefix) <= 253 and _DNS_NAME.match(prefix))):
+        return "the prefix before '/' must be a DNS subdomain such as example.com"
+    if len(name) > _LABEL_VALUE_MAX or not _QUALIFIED_NAME.match(name):
+        return (
+            "the name must be at most 63 characters of letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit"
+        )
+    return None
+
+
+def _metadata_map(value: Any, path: str, *, labels: bool) -> dict[str, str]:
+    """Labels or annotations for a Secret, refused here as the API server would refuse them."""
+    mapping = _string_map(value, path)
+    for key, text in mapping.items():
+        # Annotation keys are checked in lower case (objectmeta.go ValidateAnnotations).
+        problem = _qualified_name_problem(key if labels else key.lower())
+        if (
+            problem is None
+            and labels
+            and text
+            and not (len(text) <= _LABEL_VALUE_MAX and _QUALIFIED_NAME.match(text))
+        ):
+            key, problem = (
+                text,
+                (
+                    "a label value must be empty or at most 63 characters of letters, digits, "
+                    "'-', '_' or '.', starting and ending with a letter or digit"
+                ),
+            )
+        if problem is not None:
+            raise SpecError(path, f"Invalid value: {key!r}: {problem}")
+    if not labels and sum(len(k) + len(v) for k, v in mapping.items()) > _ANNOTATIONS_MAX:
+        raise SpecError(path, f"Too long: must have at most {_ANNOTATIONS_MAX} bytes in all")
+    return mapping
+
+
 def _consumer(spec: Mapping[str, Any]) -> ConsumerSecret:
     path = "spec.accessTokenSecret"
     obj = _obj(spec.get("accessTokenSecret"), path)
@@ -141,8 +184,8 @@ def _consumer(spec: Mapping[str, Any]) -> ConsumerSecret:
         authorization_key=None
         if auth is None
         else _str(keys, "authorizationHeader", kpath, _SECRET_KEY, None),
-        labels=_string_map(obj.get("labels"), f"{path}.labels"),
-        annotations=_string_map(obj.get("annotations"), f"{path}.annotations"),
+        labels=_metadata_map(obj.get("labels"), f"{path}.labels", labels=True),
+        annotations=_metadata_map(obj.get("annotations"), f"{path}.annotations", labels=False),
     )
     names = [
         consumer.access_token_key,

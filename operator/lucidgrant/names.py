@@ -7,6 +7,7 @@ nothing from the package, so every other module may import it."""
 
 from __future__ import annotations
 
+import hashlib
 from enum import StrEnum
 from urllib.parse import quote
 
@@ -50,6 +51,15 @@ def lease_path(namespace: str, name: str | None = None) -> str:
 STATE_SUFFIX = "-lucidgrant-state"
 
 
+def grant_label(grant_name: str) -> str:
+    """LABEL_GRANT's value: the grant's name, or for a name beyond the 63 characters a label
+    value may hold, its start and a hash of the whole (ANN_GRANT has the full name)."""
+    if len(grant_name) <= LABEL_VALUE_MAX:
+        return grant_name
+    digest = hashlib.sha256(grant_name.encode()).hexdigest()[:10]
+    return f"{grant_name[: LABEL_VALUE_MAX - 11].rstrip('-.')}-{digest}"
+
+
 def state_secret_name(grant_name: str) -> str:
     """The operator-owned Secret holding a grant's refresh token, lock and stored facts."""
     return f"{grant_name}{STATE_SUFFIX}"
@@ -57,6 +67,7 @@ def state_secret_name(grant_name: str) -> str:
 
 LABEL_ROLE = "lucidgrant.dev/role"
 LABEL_GRANT = "lucidgrant.dev/grant"
+LABEL_VALUE_MAX = 63  # the API server refuses longer label values (422)
 ROLE_STATE = "state"
 ROLE_ACCESS_TOKEN = "access-token"
 ROLE_KEY = "key"
@@ -98,6 +109,8 @@ ANN_CONSUMER = _A + "consumer-secret"
 ANN_USED_STATES = _A + "used-states"
 # On an existing Secret a person lets a grant write its access token into: the grant's name.
 ANN_WRITE_FOR = _A + "grant"
+# On the state and consumer Secrets: the grant's full name (LABEL_GRANT may hold a short form).
+ANN_GRANT = _A + "grant-name"
 
 # Only grants with deletionPolicy Revoke carry it: something must happen before they go.
 FINALIZER = _A + "revoke"

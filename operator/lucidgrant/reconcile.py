@@ -123,7 +123,16 @@ class Reconciler:
                 Reason.KUBERNETES_UNAVAILABLE,
                 "A Kubernetes API call failed; retrying.",
             )
-            progress.next_at = self.clock() + timing.backoff_delay(2, self.rand())
+            failures = 2
+            if isinstance(exc, KubeError) and exc.status == 422:
+                # The server refused what we wrote: not an outage, and no retry will pass alone.
+                progress.problem = (
+                    Reason.INVALID_SPEC,
+                    f"The API server refused a write as invalid ({exc}); check the names, "
+                    "labels and annotations in the spec.",
+                )
+                failures = 6
+            progress.next_at = self.clock() + timing.backoff_delay(failures, self.rand())
         return await self._finish(key, record, progress)
 
     async def _snapshot(self, key: Key, record: GrantRecord) -> Snapshot:

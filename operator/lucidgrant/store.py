@@ -24,6 +24,7 @@ from lucidgrant.names import (
     ANN_BOOTSTRAP,
     ANN_CONSUMER,
     ANN_DEAD,
+    ANN_GRANT,
     ANN_LAST_REFRESH,
     ANN_LOCK_HOLDER,
     ANN_LOCK_UNTIL,
@@ -42,6 +43,7 @@ from lucidgrant.names import (
     LABEL_GRANT,
     LABEL_ROLE,
     ROLE_STATE,
+    grant_label,
     secret_path,
     state_secret_name,
 )
@@ -246,7 +248,8 @@ class StateStore:
             "metadata": {
                 "name": state_secret_name(meta["name"]),
                 "namespace": meta["namespace"],
-                "labels": {LABEL_ROLE: ROLE_STATE, LABEL_GRANT: meta["name"]},
+                "labels": {LABEL_ROLE: ROLE_STATE, LABEL_GRANT: grant_label(meta["name"])},
+                "annotations": {ANN_GRANT: meta["name"]},
                 "ownerReferences": [owner_reference(grant)],
             },
             "data": {},

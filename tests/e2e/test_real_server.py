@@ -143,23 +143,17 @@ def test_owner_references_permission_enforcement_admits_the_operators_secrets(
     wait_for(lambda: cluster.is_true("reporting", "Ready"), timeout=20, what="Ready")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13: the grant's name goes into a label value, limited to 63 characters; "
-    "a grant with a valid 64-253 character name never gets its state Secret (422)",
-)
 def test_a_grant_with_a_long_name_becomes_ready(cluster, lucid, start_operator):
     name = "g" * 64
     setup_grant(cluster, lucid, name=name)
     start_operator()
     wait_for(lambda: cluster.is_true(name, "Ready"), timeout=20, what="Ready")
+    for secret in (f"{name}-lucidgrant-state", "lucid-token"):
+        meta = (cluster.secret_object(secret) or {}).get("metadata") or {}
+        assert meta["annotations"]["lucidgrant.dev/grant-name"] == name
+        assert len(meta["labels"]["lucidgrant.dev/grant"]) <= 63
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13: user labels the API server refuses (422) are reported as "
-    "KubernetesUnavailable and retried forever, not InvalidSpec naming the field",
-)
 def test_consumer_labels_the_server_refuses_are_an_invalid_spec(cluster, lucid, start_operator):
     setup_grant(cluster, lucid, accessTokenSecret={"name": "lucid-token", "labels": {"a": "-x"}})
     start_operator()

@@ -1,6 +1,12 @@
+import re
+
 import pytest
 
 from lucidgrant.grant import SpecError, parse_duration, parse_spec
+from lucidgrant.names import grant_label
+
+LABELS = "spec.accessTokenSecret.labels"
+ANNOTATIONS = "spec.accessTokenSecret.annotations"
 
 
 def spec(**over):
@@ -51,12 +57,30 @@ def test_defaults():
             "spec.accessTokenSecret.keys",
         ),
         ({"suspend": "yes"}, "spec.suspend"),
+        # What the API server would refuse in the consumer Secret's metadata (422).
+        ({"accessTokenSecret": {"name": "t", "labels": {"a": "-x"}}}, LABELS),
+        ({"accessTokenSecret": {"name": "t", "labels": {"a": "v" * 64}}}, LABELS),
+        ({"accessTokenSecret": {"name": "t", "labels": {"bad key": "v"}}}, LABELS),
+        ({"accessTokenSecret": {"name": "t", "labels": {"Example.com/k": "v"}}}, LABELS),
+        ({"accessTokenSecret": {"name": "t", "annotations": {"a/b/c": "v"}}}, ANNOTATIONS),
+        ({"accessTokenSecret": {"name": "t", "annotations": {"a": "v" * 262144}}}, ANNOTATIONS),
     ],
 )
 def test_refusals_name_the_field(over, path):
     with pytest.raises(SpecError) as err:
         parse_spec(spec(**over))
     assert err.value.path == path
+
+
+def test_metadata_the_api_server_accepts_is_kept():
+    consumer = {
+        "name": "t",
+        "labels": {"app.example.com/tier": "backend", "empty": "", "x": "v" * 63},
+        "annotations": {"Example.COM/Note": "any text at all", "a": "v" * 1000},
+    }
+    parsed = parse_spec(spec(accessTokenSecret=consumer))
+    assert parsed.consumer.labels == consumer["labels"]
+    assert parsed.consumer.annotations == consumer["annotations"]
 
 
 def test_code_grant_with_redirect():
@@ -88,3 +112,14 @@ def test_refresh_before_says_why_and_what_to_write(value, says):
     with pytest.raises(SpecError) as caught:
         parse_spec(spec(refreshBefore=value))
     assert caught.value.path == "spec.refreshBefore" and says in str(caught.value)
+
+
+def test_grant_label_fits_a_label_value_and_keeps_names_apart():
+    assert grant_label("reporting") == "reporting"
+    long_a, long_b = "g" * 70 + "-a", "g" * 70 + "-b"
+    for name in (long_a, long_b, "a" * 52 + "-" + "b" * 200):
+        value = grant_label(name)
+        assert len(value) <= 63
+        assert re.match(r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$", value), value
+    assert grant_label(long_a) != grant_label(long_b)
+    assert grant_label("x" * 63) == "x" * 63
