@@ -23,6 +23,7 @@ JSON_PATCH = "application/json-patch+json"
 class KubeError(Exception):
     def __init__(self, method: str, path: str, status: int, reason: str) -> None:
         super().__init__(f"{method} {path}: HTTP {status} {reason}")
+        self.path = path
         self.status = status
         self.reason = reason
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from enum import StrEnum
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 GROUP = "lucidgrant.dev"
 VERSION = "v1alpha1"
@@ -35,6 +35,14 @@ def grant_path(namespace: str, name: str, subresource: str = "") -> str:
 def secret_path(namespace: str, name: str | None = None) -> str:
     base = f"/api/v1/namespaces/{quote(namespace)}/secrets"
     return base if name is None else f"{base}/{quote(name)}"
+
+
+def secret_of_path(path: str) -> tuple[str, str] | None:
+    """(namespace, name) of the Secret a `secret_path` names, else None."""
+    parts = [unquote(p) for p in path.split("/")]
+    if len(parts) == 7 and parts[:4] == ["", "api", "v1", "namespaces"] and parts[5] == "secrets":
+        return parts[4], parts[6]
+    return None
 
 
 def events_path(namespace: str) -> str:

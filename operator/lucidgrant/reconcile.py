@@ -36,10 +36,10 @@ from lucidgrant.decide import (
 from lucidgrant.deletion import Deletion
 from lucidgrant.failures import after_failure
 from lucidgrant.grant import GrantSpec
-from lucidgrant.kube import KubeClient, KubeError
+from lucidgrant.kube import KubeClient, KubeError, NotFoundError
 from lucidgrant.lucid import ClientCredentials, LucidClient, TransientError
 from lucidgrant.metrics import Metrics
-from lucidgrant.names import EVENT_RECOVERED, REFRESH_NOW, Reason, grant_path
+from lucidgrant.names import EVENT_RECOVERED, REFRESH_NOW, Reason, grant_path, secret_of_path
 from lucidgrant.publish import AuthorizationURL, Progress, Publisher
 from lucidgrant.refresh import CONFIRM_DELAY, Failed, LockWait, Redemption, Refresher
 from lucidgrant.replay import handover_window_left
@@ -124,6 +124,12 @@ class Reconciler:
                 "A Kubernetes API call failed; retrying.",
             )
             failures = 2
+            gone = secret_of_path(exc.path) if isinstance(exc, NotFoundError) else None
+            if gone is not None:
+                # A Secret the cache held is gone (its deletion fell in a watch gap): read it
+                # afresh and run again soon.
+                self.cache.secrets.pop(gone, None)
+                failures = 0
             if isinstance(exc, KubeError) and exc.status == 422:
                 # The server refused what we wrote: not an outage, and no retry will pass alone.
                 progress.problem = (

@@ -69,12 +69,6 @@ def test_a_watch_gap_is_healed_by_a_relist(kube_api, cluster, lucid, start_opera
     ready(cluster)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13: a consumer Secret deleted during a watch gap is never seen as DELETED "
-    "(kopf's re-list reports only what exists); the operator's cache keeps it and PATCHes "
-    "404 forever instead of evicting it and creating the Secret again",
-)
 def test_a_consumer_secret_deleted_in_a_watch_gap_is_created_again(
     kube_api, cluster, lucid, start_operator
 ):

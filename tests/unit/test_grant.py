@@ -3,7 +3,7 @@ import re
 import pytest
 
 from lucidgrant.grant import SpecError, parse_duration, parse_spec
-from lucidgrant.names import grant_label
+from lucidgrant.names import grant_label, secret_of_path, secret_path
 
 LABELS = "spec.accessTokenSecret.labels"
 ANNOTATIONS = "spec.accessTokenSecret.annotations"
@@ -123,3 +123,9 @@ def test_grant_label_fits_a_label_value_and_keeps_names_apart():
         assert re.match(r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$", value), value
     assert grant_label(long_a) != grant_label(long_b)
     assert grant_label("x" * 63) == "x" * 63
+
+
+def test_secret_of_path_inverts_secret_path():
+    assert secret_of_path(secret_path("team-a", "lucid-token")) == ("team-a", "lucid-token")
+    assert secret_of_path(secret_path("team-a")) is None
+    assert secret_of_path("/apis/lucidgrant.dev/v1alpha1/namespaces/a/lucidgrants/b") is None
