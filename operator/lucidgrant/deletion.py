@@ -2,7 +2,13 @@
 
 Only grants with deletionPolicy Revoke carry the finalizer: the others need nothing done at
 deletion (the state and consumer Secrets are owned by the grant and go by garbage collection),
-and a finalizer is a write per grant plus a grant that cannot go while the operator is down."""
+and a finalizer is a write per grant plus a grant that cannot go while the operator is down.
+
+Their state Secret carries it too, because the refresh token needed to revoke lives there and
+other deletions reach it first: Foreground deletion (Argo CD's prune) has the garbage collector
+delete the dependents before the owner, and namespace deletion deletes Secrets at once while
+the grant waits for its finalizer. With the finalizer the Secret only gets a deletionTimestamp
+and keeps its token until the grant is finalized."""
 
 from __future__ import annotations
 
@@ -15,9 +21,9 @@ from lucidgrant.cache import Cache, SecretReader
 from lucidgrant.grant import GrantSpec, SpecError
 from lucidgrant.kube import JSON_PATCH, KubeClient, KubeError
 from lucidgrant.lucid import ClientCredentials, LucidClient, LucidError
-from lucidgrant.names import FINALIZER, grant_path, state_secret_name
+from lucidgrant.names import FINALIZER, grant_path, secret_path, state_secret_name
 from lucidgrant.secretdata import client_credentials
-from lucidgrant.store import parse_state
+from lucidgrant.store import GrantState, parse_state
 from lucidgrant.timing import Sleep
 
 log = logging.getLogger(__name__)
@@ -47,14 +53,34 @@ class Deletion:
     def cache(self) -> Cache:
         return self.secrets.cache
 
-    async def sync_finalizer(self, grant: Mapping[str, Any], spec: GrantSpec) -> None:
-        """Add the finalizer to grants with deletionPolicy Revoke, remove it from the others."""
-        finalizers = finalizers_of(grant)
+    async def sync_finalizer(self, grant: Mapping[str, Any], spec: GrantSpec) -> GrantState | None:
+        """Add the finalizer to grants with deletionPolicy Revoke and to their state Secret,
+        remove it from the others. Returns the state if its Secret changed (a new
+        resourceVersion the refresh lock must start from)."""
         want = spec.deletion_policy == "Revoke"
+        finalizers = finalizers_of(grant)
+        if want != (FINALIZER in finalizers):
+            await self._patch_finalizers(grant, finalizers, want)
+        meta = grant["metadata"]
+        state = await self.secrets.get(meta["namespace"], state_secret_name(meta["name"]))
+        if state is None or state["metadata"].get("deletionTimestamp"):
+            return None
+        held = await self._hold(state, want)
+        return None if held is None else parse_state(held)
+
+    async def _hold(self, secret: Mapping[str, Any], want: bool) -> dict[str, Any] | None:
+        """Put the finalizer on the Secret or take it off; the Secret, if it changed."""
+        finalizers = finalizers_of(secret)
         if want == (FINALIZER in finalizers):
-            return
-        new = [*finalizers, FINALIZER] if want else [f for f in finalizers if f != FINALIZER]
-        await self._patch_finalizers(grant, finalizers, new)
+            return None
+        meta = secret["metadata"]
+        body = await self.kube.patch(
+            secret_path(meta["namespace"], meta["name"]),
+            _finalizers_patch(finalizers, want),
+            content_type=JSON_PATCH,
+        )
+        self.cache.observe_secret(body)
+        return body
 
     async def finalize(self, grant: Mapping[str, Any], spec: GrantSpec | SpecError) -> None:
         """Revoke at Lucid (a few tries: a grant must not stay forever because Lucid is down),
@@ -64,46 +90,73 @@ class Deletion:
             return
         meta = grant["metadata"]
         key = (meta["namespace"], meta["name"])
-        state_secret = await self.secrets.get(key[0], state_secret_name(key[1]))
+        # Read afresh: deciding to revoke (or to say it could not) on a stale copy is wrong.
+        state_secret = await self.kube.get(secret_path(key[0], state_secret_name(key[1])))
         state = parse_state(state_secret) if state_secret else None
-        if isinstance(spec, GrantSpec) and state and state.refresh_token and not state.dead_reason:
+        if state is None:
+            # No state Secret and never refreshed: never authorized, nothing to revoke.
+            if (grant.get("status") or {}).get("lastRefreshTime"):
+                _not_revoked(key, "its state Secret was deleted before the grant")
+        elif isinstance(spec, GrantSpec) and state.refresh_token and not state.dead_reason:
             client = await self.secrets.get(key[0], spec.client_secret_name)
             creds = client_credentials(client, spec)
             if creds is None:
-                log.warning("grant %s/%s: no client credentials to revoke with", *key)
-            else:
-                await self._revoke(key, creds, state.refresh_token)
+                # Namespace deletion takes the client Secret at once.
+                _not_revoked(key, f"its client Secret {spec.client_secret_name!r} is gone or empty")
+            elif not await self._revoke(key, creds, state.refresh_token):
+                _not_revoked(key, "Lucid did not answer the revocation")
         try:
-            await self._patch_finalizers(
-                grant, finalizers, [f for f in finalizers if f != FINALIZER]
-            )
+            if state_secret is not None:
+                await self._hold(state_secret, False)
+            await self._patch_finalizers(grant, finalizers, False)
         except KubeError as exc:
             log.warning("grant %s/%s: finalizer not removed yet: %s", *key, exc)
 
-    async def _revoke(self, key: tuple[str, str], creds: ClientCredentials, token: str) -> None:
+    async def _revoke(self, key: tuple[str, str], creds: ClientCredentials, token: str) -> bool:
         for attempt in range(1, REVOKE_ATTEMPTS + 1):
             try:
                 await self.lucid.revoke(creds, token)
                 log.info("grant %s/%s: revoked at Lucid", *key)
-                return
+                return True
             except LucidError as exc:
                 log.warning("grant %s/%s: revoke attempt %d failed: %s", *key, attempt, exc)
                 if attempt < REVOKE_ATTEMPTS:
                     await self.sleep(min(2.0**attempt, 10.0))
+        return False
 
     async def _patch_finalizers(
-        self, grant: Mapping[str, Any], old: list[str], new: list[str]
+        self, grant: Mapping[str, Any], finalizers: list[str], want: bool
     ) -> None:
-        """A JSON patch with a `test` of the old list: a concurrent change fails it (422)
-        instead of being overwritten."""
         meta = grant["metadata"]
-        ops: list[dict[str, Any]] = (
-            [{"op": "test", "path": "/metadata/finalizers", "value": old}] if old else []
-        )
-        ops.append(
-            {"op": "add" if not old else "replace", "path": "/metadata/finalizers", "value": new}
-        )
         body = await self.kube.patch(
-            grant_path(meta["namespace"], meta["name"]), ops, content_type=JSON_PATCH
+            grant_path(meta["namespace"], meta["name"]),
+            _finalizers_patch(finalizers, want),
+            content_type=JSON_PATCH,
         )
         self.cache.observe_grant(body)
+
+
+def _not_revoked(key: tuple[str, str], why: str) -> None:
+    """Said loudly: deletionPolicy Revoke was asked for and the grant lives on at Lucid."""
+    log.error(
+        "grant %s/%s: NOT revoked at Lucid (deletionPolicy Revoke): %s; the grant stays valid at "
+        "Lucid until its refresh token expires: revoke it there (or remove the app's access)",
+        *key,
+        why,
+    )
+
+
+def _finalizers_patch(finalizers: list[str], want: bool) -> list[dict[str, Any]]:
+    """A JSON patch adding our finalizer (with a `test` of the list it extends) or removing it
+    (with a `test` of its position only: the garbage collector may drop its own finalizer
+    meanwhile). A concurrent change fails the test (422) instead of being overwritten."""
+    path = "/metadata/finalizers"
+    if not want:
+        at = f"{path}/{finalizers.index(FINALIZER)}"
+        return [{"op": "test", "path": at, "value": FINALIZER}, {"op": "remove", "path": at}]
+    if not finalizers:
+        return [{"op": "add", "path": path, "value": [FINALIZER]}]
+    return [
+        {"op": "test", "path": path, "value": finalizers},
+        {"op": "add", "path": f"{path}/-", "value": FINALIZER},
+    ]

@@ -21,11 +21,17 @@ JSON_PATCH = "application/json-patch+json"
 
 
 class KubeError(Exception):
-    def __init__(self, method: str, path: str, status: int, reason: str) -> None:
+    def __init__(
+        self, method: str, path: str, status: int, reason: str, fields: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(f"{method} {path}: HTTP {status} {reason}")
         self.path = path
         self.status = status
         self.reason = reason
+        # The fields a 422 names (details.causes): the object written was invalid. A 422
+        # without them is a failed JSON-patch test, a conflict. Paths only: causes' messages
+        # quote the values.
+        self.fields = fields
 
 
 class ConflictError(KubeError):
@@ -47,11 +53,14 @@ class UnreachableError(ConnectionError):
 
 def _error(method: str, path: str, status: int, body: bytes) -> KubeError:
     try:
-        reason = str(json.loads(body).get("reason") or "")
+        answer = json.loads(body)
+        reason = str(answer.get("reason") or "")
+        causes = (answer.get("details") or {}).get("causes") or []
+        fields = tuple(str(c.get("field")) for c in causes if c.get("field"))
     except (ValueError, AttributeError, UnicodeDecodeError):
-        reason = ""
+        reason, fields = "", ()
     cls = ConflictError if status == 409 else NotFoundError if status == 404 else KubeError
-    return cls(method, path, status, reason or "Error")
+    return cls(method, path, status, reason or "Error", fields)
 
 
 class KubeConfigError(Exception):

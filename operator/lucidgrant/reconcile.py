@@ -130,12 +130,13 @@ class Reconciler:
                 # afresh and run again soon.
                 self.cache.secrets.pop(gone, None)
                 failures = 0
-            if isinstance(exc, KubeError) and exc.status == 422:
+            if isinstance(exc, KubeError) and exc.status == 422 and exc.fields:
                 # The server refused what we wrote: not an outage, and no retry will pass alone.
                 progress.problem = (
                     Reason.INVALID_SPEC,
-                    f"The API server refused a write as invalid ({exc}); check the names, "
-                    "labels and annotations in the spec.",
+                    f"The API server refused a write as invalid ({exc}; fields "
+                    f"{', '.join(sorted(set(exc.fields)))}); check the names, labels and "
+                    "annotations in the spec.",
                 )
                 failures = 6
             progress.next_at = self.clock() + timing.backoff_delay(failures, self.rand())
@@ -217,7 +218,7 @@ class Reconciler:
             return
         assert isinstance(snap.spec, GrantSpec) and p.state is not None
         spec = snap.spec
-        await self.deletion.sync_finalizer(record.body, spec)
+        p.state = await self.deletion.sync_finalizer(record.body, spec) or p.state
         if action is Action.SUSPEND:
             p.suspended = True
             return

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from lucidgrant.kube import MERGE_PATCH, ConflictError, KubeError, NotFoundError
+from lucidgrant.testbed.kube_patch import PatchError, json_patch
 
 Fault = Callable[[str, str], None]
 
@@ -38,13 +39,6 @@ def merge(target: Any, patch: Any) -> Any:
         else:
             result[key] = merge(result.get(key), value)
     return result
-
-
-def _pointer(doc: dict[str, Any], path: str) -> tuple[dict[str, Any], str]:
-    *parents, last = path.lstrip("/").split("/")
-    for part in parents:
-        doc = doc.setdefault(part, {})
-    return doc, last
 
 
 class FakeKube:
@@ -104,13 +98,10 @@ class FakeKube:
                 patch = {"status": patch.get("status")}
             updated = merge(obj, patch)
         else:
-            updated = copy.deepcopy(obj)
-            for op in patch:
-                parent, key = _pointer(updated, op["path"])
-                if op["op"] == "test" and parent.get(key) != op["value"]:
-                    raise KubeError("PATCH", path, 422, "Invalid")
-                if op["op"] in ("add", "replace"):
-                    parent[key] = copy.deepcopy(op["value"])
+            try:  # the emulated API server's JSON patch: the real operations, with `test`
+                updated = json_patch(copy.deepcopy(obj), patch)
+            except PatchError:
+                raise KubeError("PATCH", path, 422, "Invalid") from None
         self.objects[base] = updated
         return self._stamp(updated)
 
