@@ -58,9 +58,7 @@ class Deletion:
         remove it from the others. Returns the state if its Secret changed (a new
         resourceVersion the refresh lock must start from)."""
         want = spec.deletion_policy == "Revoke"
-        finalizers = finalizers_of(grant)
-        if want != (FINALIZER in finalizers):
-            await self._patch_finalizers(grant, finalizers, want)
+        await self._mark_grant(grant, want)
         meta = grant["metadata"]
         state = await self.secrets.get(meta["namespace"], state_secret_name(meta["name"]))
         if state is None or state["metadata"].get("deletionTimestamp"):
@@ -70,17 +68,27 @@ class Deletion:
 
     async def _hold(self, secret: Mapping[str, Any], want: bool) -> dict[str, Any] | None:
         """Put the finalizer on the Secret or take it off; the Secret, if it changed."""
-        finalizers = finalizers_of(secret)
+        meta = secret["metadata"]
+        body = await self._set_finalizer(secret, secret_path(meta["namespace"], meta["name"]), want)
+        if body is not None:
+            self.cache.observe_secret(body)
+        return body
+
+    async def _mark_grant(self, grant: Mapping[str, Any], want: bool) -> None:
+        meta = grant["metadata"]
+        body = await self._set_finalizer(grant, grant_path(meta["namespace"], meta["name"]), want)
+        if body is not None:
+            self.cache.observe_grant(body)
+
+    async def _set_finalizer(
+        self, obj: Mapping[str, Any], path: str, want: bool
+    ) -> dict[str, Any] | None:
+        finalizers = finalizers_of(obj)
         if want == (FINALIZER in finalizers):
             return None
-        meta = secret["metadata"]
-        body = await self.kube.patch(
-            secret_path(meta["namespace"], meta["name"]),
-            _finalizers_patch(finalizers, want),
-            content_type=JSON_PATCH,
+        return await self.kube.patch(
+            path, _finalizers_patch(finalizers, want), content_type=JSON_PATCH
         )
-        self.cache.observe_secret(body)
-        return body
 
     async def finalize(self, grant: Mapping[str, Any], spec: GrantSpec | SpecError) -> None:
         """Revoke at Lucid (a few tries: a grant must not stay forever because Lucid is down),
@@ -108,7 +116,7 @@ class Deletion:
         try:
             if state_secret is not None:
                 await self._hold(state_secret, False)
-            await self._patch_finalizers(grant, finalizers, False)
+            await self._mark_grant(grant, False)
         except KubeError as exc:
             log.warning("grant %s/%s: finalizer not removed yet: %s", *key, exc)
 
@@ -123,17 +131,6 @@ class Deletion:
                 if attempt < REVOKE_ATTEMPTS:
                     await self.sleep(min(2.0**attempt, 10.0))
         return False
-
-    async def _patch_finalizers(
-        self, grant: Mapping[str, Any], finalizers: list[str], want: bool
-    ) -> None:
-        meta = grant["metadata"]
-        body = await self.kube.patch(
-            grant_path(meta["namespace"], meta["name"]),
-            _finalizers_patch(finalizers, want),
-            content_type=JSON_PATCH,
-        )
-        self.cache.observe_grant(body)
 
 
 def _not_revoked(key: tuple[str, str], why: str) -> None:
