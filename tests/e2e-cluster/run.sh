@@ -307,6 +307,76 @@ EOF
     local reason
     reason="$(grant_field '{.status.conditions[?(@.type=="ReauthorizationRequired")].reason}')"
     log "ReauthorizationRequired=True, reason $reason"
+
+    check_rbac
+    check_long_name_and_foreground_revoke
+}
+
+# The rules tests/e2e enforces on the emulated API server (docs/real-server.md), asked of the
+# real one: what the operator's ServiceAccount may do (tests/e2e/test_rbac.py,
+# test_real_server.py), and no more than that.
+check_rbac() {
+    local sa="system:serviceaccount:$OPERATOR_NS:lucidgrant" check
+    log "checking the operator's RBAC as $sa"
+    for check in \
+        "list lucidgrants.lucidgrant.dev --all-namespaces" \
+        "watch lucidgrants.lucidgrant.dev --all-namespaces" \
+        "patch lucidgrants.lucidgrant.dev -n $GRANT_NS" \
+        "patch lucidgrants.lucidgrant.dev --subresource=status -n $GRANT_NS" \
+        "update lucidgrants.lucidgrant.dev --subresource=finalizers -n $GRANT_NS" \
+        "create secrets -n $GRANT_NS" \
+        "patch secrets -n $GRANT_NS" \
+        "delete secrets -n $GRANT_NS" \
+        "create events -n $GRANT_NS" \
+        "get leases.coordination.k8s.io/lucidgrant-shard-a -n $OPERATOR_NS"; do
+        # shellcheck disable=SC2086 # each check is a verb, a resource and flags
+        kubectl auth can-i --as="$sa" $check >/dev/null || {
+            log "RBAC denies what the operator needs: $check"
+            return 1
+        }
+    done
+    for check in "update secrets -n $GRANT_NS" "create leases.coordination.k8s.io -n default"; do
+        # shellcheck disable=SC2086
+        if kubectl auth can-i --as="$sa" $check >/dev/null; then
+            log "RBAC allows more than the operator needs: $check"
+            return 1
+        fi
+    done
+}
+
+# A grant whose name is too long for a label value becomes Ready; deleted with Foreground
+# propagation (Argo CD's prune) it is still revoked at Lucid (test_real_server.py).
+check_long_name_and_foreground_revoke() {
+    local name refresh_token
+    name="long-$(printf 'n%.0s' {1..60})"
+    log "a grant named with ${#name} characters, deletionPolicy Revoke"
+    refresh_token="$(emulator /_emulator/grants \
+        "{\"client_id\": \"$CLIENT_ID\", \"scopes\": [\"lucidchart.document.content:readonly\", \"offline_access\"]}" \
+        refresh_token)"
+    kubectl apply -f - <<EOF
+apiVersion: v1
+kind: Secret
+metadata: {name: long-bootstrap, namespace: $GRANT_NS}
+stringData: {refresh_token: "$refresh_token"}
+---
+apiVersion: lucidgrant.dev/v1alpha1
+kind: LucidGrant
+metadata: {name: $name, namespace: $GRANT_NS}
+spec:
+  clientSecretRef: {name: lucid-oauth-client}
+  scopes: [lucidchart.document.content:readonly, offline_access]
+  authorization:
+    refreshTokenSecretRef: {name: long-bootstrap}
+  accessTokenSecret: {name: long-token}
+  deletionPolicy: Revoke
+EOF
+    kubectl -n "$GRANT_NS" wait --for=condition=Ready --timeout=180s "lucidgrant/$name"
+    log "deleting it with --cascade=foreground"
+    kubectl -n "$GRANT_NS" delete --cascade=foreground --timeout=120s "lucidgrant/$name"
+    [[ "$(emulator /_emulator/lookup "{\"token\": \"$refresh_token\"}" revoked)" == True ]] || {
+        log "the grant was not revoked at Lucid"
+        return 1
+    }
 }
 
 if [[ "${1:-}" == "--render" ]]; then
