@@ -56,7 +56,7 @@ def two_contexts(kubeconfig: Path, path: Path) -> Path:
 
 
 def test_status_columns_outputs_and_kubeconfig_flags(
-    cluster, lucid, kube_api, start_operator, tmp_path
+    cluster, lucid, admin_kubeconfig, start_operator, tmp_path
 ):
     authorized_grants(cluster, lucid, ["alpha"])
     assert cluster.create_grant("waiting", grant_spec(authorization=None)).status_code == 201
@@ -68,7 +68,7 @@ def test_status_columns_outputs_and_kubeconfig_flags(
     start_operator("-A")
     wait_for(lambda: cluster.is_true("alpha", "Ready"), what="alpha Ready")
     wait_for(lambda: cluster.is_true("waiting", "ReauthorizationRequired"), what="waiting")
-    env = env_for(kube_api[1], lucid)
+    env = env_for(admin_kubeconfig, lucid)
 
     shown = run([*PLUGIN, "status"], env)
     assert shown.returncode == 0, shown.stderr
@@ -119,9 +119,9 @@ def test_status_columns_outputs_and_kubeconfig_flags(
     # --kubeconfig wins over KUBECONFIG; --context picks a context and its namespace.
     elsewhere = {**env, "KUBECONFIG": str(tmp_path / "absent")}
     assert run([*PLUGIN, "status", "alpha"], elsewhere).returncode == 1
-    by_flag = run([*PLUGIN, "status", "alpha", "--kubeconfig", str(kube_api[1])], elsewhere)
+    by_flag = run([*PLUGIN, "status", "alpha", "--kubeconfig", str(admin_kubeconfig)], elsewhere)
     assert by_flag.returncode == 0 and table(by_flag.stdout)[1][0] == "alpha"
-    contexts = two_contexts(kube_api[1], tmp_path / "contexts")
+    contexts = two_contexts(admin_kubeconfig, tmp_path / "contexts")
     by_context = run([*PLUGIN, "status", "--kubeconfig", str(contexts), "--context", "emu"], env)
     assert by_context.returncode == 0, by_context.stderr
     assert [row[0] for row in table(by_context.stdout)[1:]] == ["beta"]
@@ -135,12 +135,14 @@ def patch_line(stderr: str) -> list[str]:
     return shlex.split(line)
 
 
-def test_authorize_prints_a_one_line_patch_that_works(cluster, lucid, kube_api, start_operator):
+def test_authorize_prints_a_one_line_patch_that_works(
+    cluster, lucid, admin_kubeconfig, start_operator
+):
     client_secret(cluster)
     spec = grant_spec(tokenKind="account")
     del spec["authorization"]
     assert cluster.create_grant("acct", spec).status_code == 201
-    env = env_for(kube_api[1], lucid)
+    env = env_for(admin_kubeconfig, lucid)
     done = run([*CLI, "authorize", "acct", "--port", str(free_port())], env)
     assert done.returncode == 0, done.stderr
     assert "adopts" not in done.stderr and "nothing happens until" in done.stderr
@@ -158,13 +160,13 @@ def test_authorize_prints_a_one_line_patch_that_works(cluster, lucid, kube_api, 
     no_leaks(lucid, done.stdout, done.stderr)
 
 
-def test_authorize_never_writes_a_secret_another_grant_uses(cluster, lucid, kube_api):
+def test_authorize_never_writes_a_secret_another_grant_uses(cluster, lucid, admin_kubeconfig):
     client_secret(cluster)
     for name in ("one", "two"):
         assert cluster.create_grant(name, grant_spec()).status_code == 201
     odd = grant_spec(authorization={"refreshTokenSecretRef": {"name": "lucid-client"}})
     assert cluster.create_grant("odd", odd).status_code == 201
-    env = env_for(kube_api[1], lucid)
+    env = env_for(admin_kubeconfig, lucid)
 
     refused = run([*PLUGIN, "authorize", "one", "--port", str(free_port())], env)
     assert refused.returncode == 1
@@ -190,11 +192,11 @@ def test_authorize_never_writes_a_secret_another_grant_uses(cluster, lucid, kube
     no_leaks(lucid, moved.stdout, moved.stderr)
 
 
-def test_the_client_secret_never_comes_from_a_flag(cluster, lucid, kube_api, tmp_path):
+def test_the_client_secret_never_comes_from_a_flag(cluster, lucid, admin_kubeconfig, tmp_path):
     """No client Secret readable: --client-id, and the secret from a file, the environment or a
     prompt; a --client-secret flag would show in `ps`."""
     assert cluster.create_grant("reporting", grant_spec()).status_code == 201
-    env = env_for(kube_api[1], lucid)
+    env = env_for(admin_kubeconfig, lucid)
     base = [*CLI, "authorize", "reporting", "--client-id", CLIENT_ID]
 
     flag = run([*base, "--client-secret", CLIENT_SECRET, "--port", str(free_port())], env)
@@ -230,7 +232,7 @@ def test_the_client_secret_never_comes_from_a_flag(cluster, lucid, kube_api, tmp
 
 @pytest.mark.parametrize("family,host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
 def test_the_loopback_refuses_a_port_taken_on_either_address(
-    cluster, lucid, kube_api, family, host
+    cluster, lucid, admin_kubeconfig, family, host
 ):
     client_secret(cluster)
     assert cluster.create_grant("reporting", grant_spec()).status_code == 201
@@ -239,7 +241,7 @@ def test_the_loopback_refuses_a_port_taken_on_either_address(
         taken.listen()
         port = taken.getsockname()[1]
         done = run(
-            [*CLI, "authorize", "reporting", "--port", str(port)], env_for(kube_api[1], lucid)
+            [*CLI, "authorize", "reporting", "--port", str(port)], env_for(admin_kubeconfig, lucid)
         )
     assert done.returncode == 1
     (line,) = done.stderr.splitlines()
@@ -251,8 +253,8 @@ def check_lines(done: subprocess.CompletedProcess[str]) -> list[tuple[str, str]]
     return [(line[:4].strip(), line[6:]) for line in done.stdout.splitlines()]
 
 
-def test_check_tells_what_runs_and_what_to_do(cluster, lucid, kube_api, start_operator):
-    env = env_for(kube_api[1], lucid)
+def test_check_tells_what_runs_and_what_to_do(cluster, lucid, admin_kubeconfig, start_operator):
+    env = env_for(admin_kubeconfig, lucid)
     alone = run([*PLUGIN, "check"], env)
     assert alone.returncode == 1
     (crd, deployment, lease, reach) = check_lines(alone)
@@ -289,8 +291,8 @@ def test_check_tells_what_runs_and_what_to_do(cluster, lucid, kube_api, start_op
     lucid.faults.outage(0)
 
 
-def test_check_without_the_crd(kube_api, lucid):
-    env = env_for(kube_api[1], lucid)
+def test_check_without_the_crd(kube_api, admin_kubeconfig, lucid):
+    env = env_for(admin_kubeconfig, lucid)
     crd = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/lucidgrants.lucidgrant.dev"
     assert Cluster(kube_api[0].url).http.delete(crd).status_code == 200
     done = run([*PLUGIN, "check"], env)
