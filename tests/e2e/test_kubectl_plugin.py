@@ -55,8 +55,9 @@ def two_contexts(kubeconfig: Path, path: Path) -> Path:
     return path
 
 
+@pytest.mark.parametrize("install_mode", ["cluster"])  # the operator runs with -A
 def test_status_columns_outputs_and_kubeconfig_flags(
-    cluster, lucid, admin_kubeconfig, start_operator, tmp_path
+    install_mode, cluster, lucid, admin_kubeconfig, start_operator, tmp_path
 ):
     authorized_grants(cluster, lucid, ["alpha"])
     assert cluster.create_grant("waiting", grant_spec(authorization=None)).status_code == 201
@@ -270,10 +271,16 @@ def test_check_tells_what_runs_and_what_to_do(cluster, lucid, admin_kubeconfig, 
     assert reach[0] == "WARN" and "no grant has refreshed yet" in reach[1]
 
     authorized_grants(cluster, lucid, ["alpha"])
-    operator = start_operator(LUCIDGRANT_LEADER_ELECTION="true", LUCIDGRANT_POD_NAMESPACE="default")
+    # The operator's namespace, where deploy/'s Role lets it hold the Lease.
+    operator = start_operator(
+        LUCIDGRANT_LEADER_ELECTION="true", LUCIDGRANT_POD_NAMESPACE="lucidgrant-system"
+    )
     wait_for(lambda: cluster.is_true("alpha", "Ready"), what="Ready")
-    running = check_lines(run([*PLUGIN, "check", "--operator-namespace", "default"], env))
-    assert running[2][0] == "OK" and "Lease default/lucidgrant-leader held by " in running[2][1]
+    running = check_lines(run([*PLUGIN, "check"], env))
+    assert (
+        running[2][0] == "OK"
+        and "Lease lucidgrant-system/lucidgrant-leader held by " in running[2][1]
+    )
     identity = running[2][1].split(" held by ")[1].split(",")[0]
     assert identity in operator.logs()
     assert running[3][0] == "OK" and "(default/alpha)" in running[3][1]
@@ -284,7 +291,7 @@ def test_check_tells_what_runs_and_what_to_do(cluster, lucid, admin_kubeconfig, 
         lambda: (cluster.condition("alpha", "Ready") or {}).get("reason") == "ProviderUnavailable",
         what="ProviderUnavailable",
     )
-    down = run([*PLUGIN, "check", "--operator-namespace", "default"], env)
+    down = run([*PLUGIN, "check"], env)
     assert down.returncode == 1
     reach = check_lines(down)[3]
     assert reach[0] == "FAIL" and "default/alpha: ProviderUnavailable" in reach[1]
