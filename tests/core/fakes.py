@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from lucidgrant.kube import MERGE_PATCH, ConflictError, KubeError, NotFoundError
-from lucidgrant.testbed.kube_patch import PatchError, json_patch
+from lucidgrant_testbed.kube_patch import PatchError, json_patch
 
 Fault = Callable[[str, str], None]
 
