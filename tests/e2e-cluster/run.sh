@@ -151,6 +151,28 @@ print(answer[field] if field else json.dumps(answer))
 ' "$@"
 }
 
+# grant_manifest NAME BOOTSTRAP TOKEN_SECRET REFRESH_TOKEN [SPEC_LINE]: a bootstrap Secret and
+# a LucidGrant using it, as YAML on stdout (piped to kubectl: no token in a process list).
+grant_manifest() {
+    cat <<EOF
+apiVersion: v1
+kind: Secret
+metadata: {name: $2, namespace: $GRANT_NS}
+stringData: {refresh_token: "$4"}
+---
+apiVersion: lucidgrant.dev/v1alpha1
+kind: LucidGrant
+metadata: {name: $1, namespace: $GRANT_NS}
+spec:
+  clientSecretRef: {name: lucid-oauth-client}
+  scopes: [lucidchart.document.content:readonly, offline_access]
+  authorization:
+    refreshTokenSecretRef: {name: $2}
+  accessTokenSecret: {name: $3}
+  ${5:-}
+EOF
+}
+
 grant_field() { # grant_field JSONPATH
     kubectl -n "$GRANT_NS" get lucidgrant "$GRANT" -o "jsonpath=$1"
 }
@@ -260,22 +282,8 @@ apiVersion: v1
 kind: Secret
 metadata: {name: lucid-oauth-client, namespace: $GRANT_NS}
 stringData: {client_id: $CLIENT_ID, client_secret: $CLIENT_SECRET}
----
-apiVersion: v1
-kind: Secret
-metadata: {name: lucid-bootstrap, namespace: $GRANT_NS}
-stringData: {refresh_token: "$refresh_token"}
----
-apiVersion: lucidgrant.dev/v1alpha1
-kind: LucidGrant
-metadata: {name: $GRANT, namespace: $GRANT_NS}
-spec:
-  clientSecretRef: {name: lucid-oauth-client}
-  scopes: [lucidchart.document.content:readonly, offline_access]
-  authorization:
-    refreshTokenSecretRef: {name: lucid-bootstrap}
-  accessTokenSecret: {name: lucid-token}
 EOF
+    grant_manifest "$GRANT" lucid-bootstrap lucid-token "$refresh_token" | kubectl apply -f -
 
     log "waiting for Ready"
     kubectl -n "$GRANT_NS" wait --for=condition=Ready --timeout=180s "lucidgrant/$GRANT"
@@ -353,23 +361,8 @@ check_long_name_and_foreground_revoke() {
     refresh_token="$(emulator /_emulator/grants \
         "{\"client_id\": \"$CLIENT_ID\", \"scopes\": [\"lucidchart.document.content:readonly\", \"offline_access\"]}" \
         refresh_token)"
-    kubectl apply -f - <<EOF
-apiVersion: v1
-kind: Secret
-metadata: {name: long-bootstrap, namespace: $GRANT_NS}
-stringData: {refresh_token: "$refresh_token"}
----
-apiVersion: lucidgrant.dev/v1alpha1
-kind: LucidGrant
-metadata: {name: $name, namespace: $GRANT_NS}
-spec:
-  clientSecretRef: {name: lucid-oauth-client}
-  scopes: [lucidchart.document.content:readonly, offline_access]
-  authorization:
-    refreshTokenSecretRef: {name: long-bootstrap}
-  accessTokenSecret: {name: long-token}
-  deletionPolicy: Revoke
-EOF
+    grant_manifest "$name" long-bootstrap long-token "$refresh_token" "deletionPolicy: Revoke" |
+        kubectl apply -f -
     kubectl -n "$GRANT_NS" wait --for=condition=Ready --timeout=180s "lucidgrant/$name"
     log "deleting it with --cascade=foreground"
     kubectl -n "$GRANT_NS" delete --cascade=foreground --timeout=120s "lucidgrant/$name"
