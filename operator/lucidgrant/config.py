@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from lucidgrant.authstate import DEFAULT_STATE_TTL
 from lucidgrant.lucid import DEFAULT_API_URL, DEFAULT_APP_URL, DEFAULT_DEADLINE, MIN_EXPIRES_IN
+from lucidgrant.ratelimit import DEFAULT_BURST, DEFAULT_RATE, MIN_RATE
 
 
 class SettingsError(ValueError):
@@ -33,6 +34,9 @@ class Settings:
     lucid_timeout: float = DEFAULT_DEADLINE
     # Shorter access-token lifetimes from Lucid are taken as this (emulators in tests lower it).
     min_token_lifetime: float = MIN_EXPIRES_IN
+    # Calls a second to Lucid per client id, and the burst above it (ratelimit.TokenBucket).
+    lucid_rate: float = DEFAULT_RATE
+    lucid_burst: float = DEFAULT_BURST
     shutdown_grace: float = 25.0
     external_url: str | None = None
     # The web flow's own listener and its limits (authflow.py, listener.py, flowlimit.py).
@@ -138,6 +142,16 @@ def _header(text: str) -> str:
     return text
 
 
+def _calls(text: str) -> float:
+    try:
+        calls = float(text)
+    except ValueError:
+        calls = 0.0
+    if not MIN_RATE <= calls < float("inf"):
+        raise ValueError(f"use a number of calls of {MIN_RATE:g} or more, e.g. 100")
+    return calls
+
+
 def _bool(text: str) -> bool:
     value = text.lower()
     if value in ("1", "true", "yes", "on"):
@@ -183,6 +197,9 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
         "seconds: a shorter access-token lifetime is taken as this",
         _seconds,
     ),
+    EnvVar("LUCIDGRANT_LUCID_RATE", "lucid_rate", "calls a second to Lucid per client id", _calls),
+    EnvVar("LUCIDGRANT_LUCID_BURST", "lucid_burst", "calls to Lucid at once above the rate",
+           _calls),
     EnvVar(
         "LUCIDGRANT_SHUTDOWN_GRACE",
         "shutdown_grace",

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from lucidgrant.lucid import LucidError, TransientError
+from lucidgrant.timing import rfc3339
 
 K = TypeVar("K", bound=Hashable)
 
@@ -75,6 +76,14 @@ def client_label(client_id: str) -> str:
     return hashlib.sha256(client_id.encode()).hexdigest()[:12]
 
 
+def unavailable_message(closed_since: float) -> str:
+    """What a held grant's status says (reason ProviderUnavailable)."""
+    return (
+        f"Lucid has not answered since {rfc3339(closed_since)}: the refresh waits for it, the "
+        "refresh token is kept, and the refresh runs within seconds of Lucid's return."
+    )
+
+
 def recovery_order(access_expires_at: Mapping[K, float | None]) -> list[K]:
     """Grants in the order to refresh them after an outage: those without a live access token
     first (no token known, then the longest expired), then the ones expiring soonest."""
@@ -91,6 +100,10 @@ class Gate(Generic[K]):
         self.settings = settings or GateSettings()
         self.closed_since: float | None = None
         self._failing: dict[K, float] = {}  # grant -> its latest outage-class failure
+        # grant -> its access token's expiry, for every grant that failed since the last answer:
+        # they are parked when the gate closes, so that their own backoff cannot hold them back
+        # once Lucid returns.
+        self._unanswered: dict[K, float | None] = {}
         self._last_probe: float | None = None
         self._parked: dict[K, float | None] = {}  # grant -> its access token's expiry
 
@@ -98,19 +111,26 @@ class Gate(Generic[K]):
     def is_open(self) -> bool:
         return self.closed_since is None
 
-    def record(self, grant: K, answered: bool, now: float) -> Transition | None:
+    def record(
+        self, grant: K, answered: bool, now: float, access_expires_at: float | None = None
+    ) -> Transition | None:
         """Feed the outcome of one call made for `grant`; say whether it opened or closed."""
         if answered:
             self._failing.clear()
+            self._unanswered.clear()
             return self._open()
         if self.closed_since is not None:
-            return None  # an answer to a call sent before the gate closed
+            self.park(grant, access_expires_at)  # a call sent before the gate closed
+            return None
         horizon = now - self.settings.window
         self._failing[grant] = now
         self._failing = {k: t for k, t in self._failing.items() if t >= horizon}
+        self._unanswered[grant] = access_expires_at
         if len(self._failing) < self.settings.distinct_grants:
             return None
+        self._parked.update(self._unanswered)
         self._failing.clear()
+        self._unanswered.clear()
         self.closed_since = now
         self._last_probe = None
         return Transition.CLOSED
@@ -137,6 +157,7 @@ class Gate(Generic[K]):
     def forget(self, grant: K) -> None:
         self._parked.pop(grant, None)
         self._failing.pop(grant, None)
+        self._unanswered.pop(grant, None)
 
     @property
     def parked(self) -> int:

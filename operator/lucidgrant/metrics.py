@@ -134,7 +134,7 @@ class Metrics:
             self.refresh_duration.observe(seconds)
 
     def set_gate(
-        self, api_url: str, client: str, *, closed_since: float | None, parked: int, rate: float
+        self, api_url: str, client: str, *, closed_since: float | None, parked: int
     ) -> None:
         labels = (api_url, client)
         self.gate_closed.labels(*labels).set(0 if closed_since is None else 1)
@@ -143,7 +143,6 @@ class Metrics:
         else:
             self.gate_closed_since.labels(*labels).set(closed_since)
         self.gate_parked.labels(*labels).set(parked)
-        self.rate_limit.labels(*labels).set(rate)
 
     def set_grant(
         self,

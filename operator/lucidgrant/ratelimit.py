@@ -23,8 +23,11 @@ PAUSE_BASE = 2.0
 PAUSE_CAP = 60.0
 # A Retry-After beyond this is not believed (timing.retry_at caps one grant's retry alike).
 RETRY_AFTER_CAP = 1200.0
-# Rounding slack, so that a caller who waited exactly as told gets its call.
-EPSILON = 1e-9
+# Rounding slack, so that a caller who waited exactly as told gets its call: Unix times near
+# 2e9 are precise to about 2e-7 s, a few hundred-thousandths of a call at 100 calls a second.
+EPSILON = 1e-3
+# The shortest wait answered, so that a caller's clock surely moves.
+MIN_WAIT = 1e-3
 
 
 class TokenBucket:
@@ -60,7 +63,7 @@ class TokenBucket:
             return 0.0
         start = max(now, self._resume)
         # The rate only grows from `start` on, so this wait is never too short.
-        return start - now + (1.0 - self._tokens) / self.rate_at(start)
+        return max(MIN_WAIT, start - now + (1.0 - self._tokens) / self.rate_at(start))
 
     def throttled(self, now: float, retry_after: float | None) -> None:
         """Lucid answered 429 (with Retry-After in seconds, or None)."""

@@ -38,6 +38,8 @@ from lucidgrant.failures import after_failure
 from lucidgrant.grant import GrantSpec
 from lucidgrant.kube import KubeClient, KubeError, NotFoundError
 from lucidgrant.lucid import ClientCredentials, LucidClient, TransientError
+from lucidgrant.lucid_gates import LucidGates
+from lucidgrant.lucid_health import unavailable_message
 from lucidgrant.metrics import Metrics
 from lucidgrant.names import EVENT_RECOVERED, REFRESH_NOW, Reason, grant_path, secret_of_path
 from lucidgrant.publish import AuthorizationURL, Progress, Publisher
@@ -84,6 +86,7 @@ class Reconciler:
         authorization_url: AuthorizationURL = lambda grant: None,
         confirm_delay: float = CONFIRM_DELAY,
         operator_namespace: str | None = None,
+        gates: LucidGates | None = None,
     ) -> None:
         self.kube = kube
         self.cache = secrets.cache
@@ -98,6 +101,7 @@ class Reconciler:
         self.consumer = ConsumerSecrets(kube, secrets, store, operator_namespace)
         self.deletion = Deletion(kube, lucid, secrets, sleep=sleep)
         self.publisher = Publisher(kube, self.cache, metrics, clock, authorization_url)
+        self.gates = gates or LucidGates(lucid, metrics, "", clock=clock, sleep=sleep)
 
     # -- the one path ----------------------------------------------------------------------
 
@@ -146,10 +150,13 @@ class Reconciler:
         """Read what the decision needs, and no more: an invalid, deleted or suspended grant
         reads no client or bootstrap Secret."""
         meta = record.body["metadata"]
+        facts = record.facts
+        if self.gates.reopened(key):  # Lucid is back: the backoff of the outage is void
+            facts = replace(facts, retry_at=None)
         snap = Snapshot(
             now=self.clock(),
             spec=record.spec(),
-            facts=record.facts,
+            facts=facts,
             deleting=bool(meta.get("deletionTimestamp")),
             refresh_now=REFRESH_NOW in (meta.get("annotations") or {}),
             jitter=record.jitter,
@@ -218,6 +225,7 @@ class Reconciler:
             return
         assert isinstance(snap.spec, GrantSpec) and p.state is not None
         spec = snap.spec
+        answered = action in (Action.REFRESH, Action.AWAIT_PERSON)
         p.state = await self.deletion.sync_finalizer(record.body, spec) or p.state
         if action is Action.SUSPEND:
             p.suspended = True
@@ -228,8 +236,16 @@ class Reconciler:
             p.next_at = decision.at
         elif action in (Action.ADOPT, Action.REFRESH):
             assert snap.client is not None
-            await self._refresh(key, record, snap, p, adopt=action is Action.ADOPT)
-        if snap.refresh_now and action in (Action.REFRESH, Action.AWAIT_PERSON):
+            if self.gates.closed_since(snap.client) is None:
+                # An adoption also introspects the new refresh token: two calls.
+                await self.gates.admit(snap.client, 2 if action is Action.ADOPT else 1)
+            since = self.gates.closed_since(snap.client)
+            if since is not None:
+                self._hold(key, snap.client, p, since)
+                answered = False  # the request waits with the grant for Lucid's return
+            else:
+                await self._refresh(key, record, snap, p, adopt=action is Action.ADOPT)
+        if snap.refresh_now and answered:
             # Answered: by a refresh, or by the news that only a person can help (a routine
             # refresh may have found the grant dead while the request was on its way).
             await self._clear_refresh_now(key)
@@ -242,6 +258,14 @@ class Reconciler:
             p.problem = result.problem
         if result.again:
             p.next_at = self.clock()
+
+    def _hold(self, key: Key, creds: ClientCredentials, p: Progress, since: float) -> None:
+        """Lucid is down: no call; the grant waits for the gate to reopen, which wakes it."""
+        assert p.state is not None
+        live = p.state.access_expires_at if p.state.access_token else None
+        self.gates.park(key, creds, live, p.state.access_token)
+        p.facts = replace(p.facts, retry_at=None)
+        p.say(Reason.PROVIDER_UNAVAILABLE, unavailable_message(since))
 
     async def _refresh(
         self, key: Key, record: GrantRecord, snap: Snapshot, p: Progress, *, adopt: bool
@@ -274,9 +298,12 @@ class Reconciler:
             redirect_uri=spec.redirect_uri or "",
             adopting=adopting,
         )
+        live = locked.access_expires_at if locked.access_token else None
         if isinstance(result, Failed):
+            self.gates.observe(key, snap.client, result.error, live, None)
             await self._failed(key, record, spec, snap, result, p)
             return
+        self.gates.observe(key, snap.client, None, live, result.state.access_token)
         p.state = result.state
         self.metrics.refreshes.labels("success").inc()
         was_failing = p.facts.failures > 0

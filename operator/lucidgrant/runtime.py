@@ -25,6 +25,7 @@ from lucidgrant.kube import Kube
 from lucidgrant.leader import LeaderElector
 from lucidgrant.listener import Listener, ListenerLimits
 from lucidgrant.lucid import ClientCredentials, LucidClient, TokenSet
+from lucidgrant.lucid_gates import LucidGates
 from lucidgrant.metrics import Metrics
 from lucidgrant.names import READY, REAUTH
 from lucidgrant.reconcile import Reconciler
@@ -87,6 +88,13 @@ class Runtime:
             on_store_failure=self.metrics.refreshes.labels("store_error").inc,
             wal=self.wal,
         )
+        self.gates = LucidGates(
+            self.lucid,
+            self.metrics,
+            settings.lucid_api_url,
+            rate=settings.lucid_rate,
+            burst=settings.lucid_burst,
+        )
         self.reconciler = Reconciler(
             kube,
             self.lucid,
@@ -95,8 +103,10 @@ class Runtime:
             self.metrics,
             authorization_url=self.authorization_url,
             operator_namespace=settings.pod_namespace,
+            gates=self.gates,
         )
         self.queue = WorkQueue(self.reconciler.reconcile, concurrency=settings.concurrency)
+        self.gates.wake = self.queue.wake
         self.flow = AuthFlow(self, settings) if settings.external_url else None
         self.started = False
         self._tasks: list[asyncio.Task[Any]] = []
@@ -169,6 +179,7 @@ class Runtime:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.gates.stop()
         if self.elector is not None:
             await self.elector.release()
         for listener in self._listeners:
@@ -198,6 +209,7 @@ class Runtime:
             if key in self.cache.grants:
                 self.cache.forget_grant(key)
                 self.queue.forget(key)
+                self.gates.forget(key)
                 self.metrics.forget_grant(*key)
             return
         self.cache.observe_grant(body)

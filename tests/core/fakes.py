@@ -151,6 +151,7 @@ class FakeLucid:
     introspect_active: bool | None = None  # None: the truth
     partial: int = 0  # answers to come that rotate but lack the access token
     before_token: Callable[[], None] | None = None  # runs once, before the next token answer
+    down: bool = False  # an outage: every call answers 503 with a maintenance page
     issued: set[str] = field(default_factory=set)  # every token handed out, for leak scans
     _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -174,6 +175,8 @@ class FakeLucid:
         else:
             body = dict(httpx.QueryParams(request.content.decode()))
         self.requests.append((path, body))
+        if self.down:
+            return httpx.Response(503, text="<html>maintenance</html>")
         if (body.get("client_id"), body.get("client_secret")) != (
             self.client_id,
             self.client_secret,

@@ -20,6 +20,7 @@ from lucidgrant.lucid_health import (
     client_label,
     lucid_answered,
     recovery_order,
+    unavailable_message,
 )
 
 DOWN, UP = False, True
@@ -85,10 +86,13 @@ def test_bad_settings_say_which(settings, field):
 
 
 def closed_gate(at: float = 100.0) -> Gate[str]:
+    """A gate closed at `at` by three grants; they are parked with it (see below): taken out
+    here, so that a test starts with nothing parked."""
     gate: Gate[str] = Gate()
-    for i, grant in enumerate("abc"):
+    for i, grant in enumerate(("x1", "x2", "x3")):
         gate.record(grant, DOWN, at - 2 + i)
     assert gate.closed_since == at
+    assert gate.release() == ["x1", "x2", "x3"]
     return gate
 
 
@@ -193,3 +197,31 @@ def test_client_label_is_short_stable_and_not_the_id():
     assert label == hashlib.sha256(b"my-client-id").hexdigest()[:12]
     assert label == client_label("my-client-id") != client_label("other")
     assert "my-client-id" not in label and len(label) == 12
+
+
+def test_grants_that_failed_before_the_gate_closed_are_parked_with_it():
+    gate: Gate[str] = Gate()
+    gate.record("old", DOWN, 0, access_expires_at=500.0)  # aged out of the window, still unanswered
+    gate.record("a", DOWN, 100, access_expires_at=300.0)
+    gate.record("b", DOWN, 101, access_expires_at=None)
+    assert gate.record("c", DOWN, 102, access_expires_at=200.0) is Transition.CLOSED
+    gate.record("late", DOWN, 103, access_expires_at=100.0)  # in flight when it closed
+    assert gate.parked == 5
+    gate.probe_sent(107)
+    gate.probe_result(UP)
+    assert gate.release() == ["b", "late", "c", "a", "old"]
+
+
+def test_an_answer_forgets_earlier_failures_for_parking_too():
+    gate: Gate[str] = Gate()
+    gate.record("x", DOWN, 0, access_expires_at=1.0)
+    gate.record("y", UP, 1)
+    for i, grant in enumerate("abc"):
+        gate.record(grant, DOWN, 2 + i, access_expires_at=10.0 + i)
+    assert gate.release() == ["a", "b", "c"]
+
+
+def test_the_status_message_says_since_when():
+    assert unavailable_message(1_800_000_000.0).startswith(
+        "Lucid has not answered since 2027-01-15T08:00:00Z: the refresh waits for it"
+    )

@@ -120,3 +120,12 @@ def test_every_caller_of_the_client_waits_after_a_429():
 def test_bad_settings_say_which(rate, burst):
     with pytest.raises(ValueError, match=f"rate={rate}, burst={burst}"):
         TokenBucket(0.0, rate=rate, burst=burst)
+
+
+def test_at_todays_unix_times_a_caller_who_waits_as_told_gets_its_call():
+    """Times near 2e9 are precise to about 2e-7 s: the bucket must not answer waits that are
+    lost in rounding (the caller would ask again forever at the same instant)."""
+    start = 1_800_000_000.0
+    bucket = TokenBucket(start, rate=100.0, burst=10.0)
+    calls = greedy(bucket, start, start + 10.0)
+    assert len(calls) == pytest.approx(10 + 100 * 10, abs=2)
