@@ -46,10 +46,10 @@ def test_fleet_outage_of_three_lifetimes(tmp_path: Path) -> None:
         w.start_operator(LUCIDGRANT_LUCID_TIMEOUT="15")
         w.wait_serving(60 + GRANTS / 20, "every grant serving before the outage")
         time.sleep(TTL)  # a lifetime of routine refreshes, so that expiries are spread
-        w.lucid.outage(OUTAGE)
+        w.lucid.faults.outage(OUTAGE)
         down = time.time()
         time.sleep(OUTAGE)
-        w.lucid.clear_faults()
+        w.lucid.faults.clear()
         up = time.time()
         calls_during = w.calls_between(down, up)
         served: dict[str, float] = {}
