@@ -26,7 +26,7 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from lucidgrant.lucid import LucidError, TransientError
+from lucidgrant.lucid import ContradictedInvalidGrantError, LucidError, TransientError
 from lucidgrant.timing import rfc3339
 
 K = TypeVar("K", bound=Hashable)
@@ -65,8 +65,9 @@ def lucid_answered(error: LucidError | None) -> bool:
     """Whether a call's outcome shows that Lucid is answering. Success, invalid_grant, a
     rejected client or rejected scopes are answers about one grant or client; only
     outage-class errors (TransientError: no answer, timeout, 5xx, 429, HTML, malformed) are
-    evidence of an outage."""
-    return not isinstance(error, TransientError)
+    evidence of an outage. An invalid_grant that introspection contradicts is flaky, but it is
+    an answer."""
+    return not isinstance(error, TransientError) or isinstance(error, ContradictedInvalidGrantError)
 
 
 def client_label(client_id: str) -> str:

@@ -18,12 +18,12 @@ from lucidgrant.failures import RotatedElsewhereError
 from lucidgrant.kube import ConflictError
 from lucidgrant.lucid import (
     ClientCredentials,
+    ContradictedInvalidGrantError,
     InvalidGrantError,
     LucidClient,
     LucidError,
     PartialAnswerError,
     TokenSet,
-    TransientError,
 )
 from lucidgrant.names import (
     ANN_ACCESS_EXPIRES,
@@ -161,7 +161,7 @@ class Refresher:
                 if stored and stored.refresh_token and stored.refresh_token != refresh_token:
                     raise RotatedElsewhereError("the stored refresh token changed") from None
             if await self._reported_alive(creds, refresh_token):
-                raise TransientError(
+                raise ContradictedInvalidGrantError(
                     "Lucid answered invalid_grant for a refresh token its introspection "
                     "reports active"
                 ) from None

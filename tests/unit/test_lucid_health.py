@@ -7,6 +7,7 @@ import pytest
 
 from lucidgrant.lucid import (
     ClientRejectedError,
+    ContradictedInvalidGrantError,
     InvalidGrantError,
     LucidError,
     PartialAnswerError,
@@ -179,6 +180,7 @@ def test_recovery_order(expiries, order):
 ANSWERS: dict[str, tuple[LucidError | None, bool]] = {
     "success": (None, True),
     "invalid_grant": (InvalidGrantError("x", status=400), True),
+    "invalid_grant that introspection contradicts": (ContradictedInvalidGrantError("x"), True),
     "client rejected": (ClientRejectedError("x", status=401), True),
     "scopes rejected": (ScopesRejectedError("x", status=400), True),
     "5xx, 429, timeout, HTML": (TransientError("x", status=503), False),
