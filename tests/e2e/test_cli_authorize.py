@@ -101,7 +101,11 @@ def test_dry_run_prints_the_manifest_and_writes_nothing(cluster, lucid, admin_ku
     assert done.returncode == 0, done.stderr
     manifest = yaml.safe_load(done.stdout)
     assert manifest["kind"] == "Secret"
-    assert manifest["metadata"] == {"name": "reporting-bootstrap", "namespace": "default"}
+    assert manifest["metadata"] == {
+        "name": "reporting-bootstrap",
+        "namespace": "default",
+        "labels": {"lucidgrant.dev/client": "true"},
+    }
     (token,) = manifest["stringData"].values()
     assert token in lucid.live_refresh_tokens()
     assert "WARNING" in done.stderr and "--patch-grant" in done.stderr

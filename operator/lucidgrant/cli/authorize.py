@@ -51,6 +51,7 @@ from lucidgrant.kube import Kube, KubeConfigError, KubeError
 from lucidgrant.lucid import DEFAULT_API_URL, DEFAULT_APP_URL, ClientCredentials, LucidClient
 from lucidgrant.lucid import LucidError as LucidFailure
 from lucidgrant.names import (
+    LABEL_CLIENT,
     LABEL_MANAGED_BY,
     grant_path,
     grants_path,
@@ -160,7 +161,12 @@ def secret_manifest(namespace: str, target: Target, refresh_token: str) -> dict[
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "Opaque",
-        "metadata": {"name": target.secret, "namespace": namespace},
+        # Marked, or the operator would not read it (SecretNotMarked).
+        "metadata": {
+            "name": target.secret,
+            "namespace": namespace,
+            "labels": {LABEL_CLIENT: "true"},
+        },
         "stringData": {target.key: refresh_token},
     }
 
@@ -316,10 +322,11 @@ async def _write_secret(kube: Kube, namespace: str, target: Target, refresh_toke
         body = secret_manifest(namespace, target, refresh_token)
         del body["stringData"]
         body["data"] = {target.key: encoded}
-        body["metadata"]["labels"] = {LABEL_MANAGED_BY: "lucidgrant-cli"}
+        body["metadata"]["labels"][LABEL_MANAGED_BY] = "lucidgrant-cli"
         await kube.create(secret_path(namespace), body)
     else:
-        await kube.patch(path, {"data": {target.key: encoded}})
+        patch = {"metadata": {"labels": {LABEL_CLIENT: "true"}}, "data": {target.key: encoded}}
+        await kube.patch(path, patch)
 
 
 async def authorize(opts: AuthorizeOptions) -> None:
