@@ -44,15 +44,18 @@ def test_arbitrary_lucid_answers_never_crash_the_operator(tmp_path: Any) -> None
         w.lucid.faults.html_next(5)
         w.lucid.faults.malformed_next(5)
         queued = len(faults) + 10  # and the HTML and truncated ones
-        deadline = time.monotonic() + 12
+        # While answers are outage-class the Lucid gate holds refreshes and probes every 5 s,
+        # so the answers drain at the probes' pace: wait for them, bounded.
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline and w.lucid.stats()["faults"]["pending_failures"]:
             time.sleep(0.25)
             assert proc.proc.poll() is None, "the operator died"
         consumed = queued - w.lucid.stats()["faults"]["pending_failures"]
         w.lucid.faults.clear()
-        # The backoff (and client rejections, which wait for a change of the client Secret)
-        # slow the operator down, so not every answer is used; most must have been.
-        assert consumed >= 20, f"only {consumed} of {queued} arbitrary answers were used"
+        # The gate, a 429's pause for every grant, and client rejections (which wait for a
+        # change of the client Secret) hold refreshes on purpose, so not every answer is used;
+        # the operator must still have met a fair share of them.
+        assert consumed >= 10, f"only {consumed} of {queued} arbitrary answers were used"
         print(f"arbitrary Lucid answers consumed: {consumed} of {queued}")
         # A 401/403 in the mix is a client rejection, kept until the client Secret changes
         # (by design): change it, as a person fixing the credentials would.
