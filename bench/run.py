@@ -3,7 +3,9 @@
 One run per size: start the Kubernetes API emulator and the Lucid emulator (each its own
 process), create N grants, start the operator, and poll Lucid's refresh log while the operator
 adopts every grant and then keeps refreshing them. The steady-state window starts once every
-grant has been adopted; calls, CPU and refresh rates are counted inside it. After the operator
+grant has had a routine refresh (its second), so adoption and its follow-ups (introspection,
+consumer Secret creates and reads) are over even on a busy machine; calls, CPU and refresh rates
+are counted inside it. After the operator
 stops, the one-shot baseline refreshes a few grants of its own, one process per refresh."""
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import shlex
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +52,8 @@ class Profile:
     access_ttl: float
     refresh_before: str
     refresh_before_s: float
-    # How long the operator runs, from its start (adoption of every grant included).
+    # How long the operator runs, from its start: adoption of every grant, then at least one
+    # refresh interval until every grant has had its routine refresh, then the measured window.
     duration: float
     concurrency: int = 32
     oneshot_samples: int = 10
@@ -60,7 +64,7 @@ PROFILES: dict[int, Profile] = {
     20: Profile(20, 6.5, "2s", 2.0, 20.0, oneshot_samples=3),
     100: Profile(100, 20.5, "5s", 5.0, 60.0),
     1000: Profile(1000, 40.5, "10s", 10.0, 120.0),
-    10000: Profile(10000, 240.5, "30s", 30.0, 400.0),
+    10000: Profile(10000, 240.5, "30s", 30.0, 500.0),
 }
 
 
@@ -154,9 +158,9 @@ def run_size(
         rss_ready = op.memory()["VmRSS"]
         records: list[tuple[str, float, float]] = []
         cursor = 0
-        adopted: set[str] = set()
+        refreshed: Counter[str] = Counter()
         window_start: dict[str, Any] | None = None
-        all_adopted_at: float | None = None
+        adopted_logged = False
         peak_rss = 0
         end = op_start + profile.duration
         next_note = time.time() + 15
@@ -169,18 +173,19 @@ def run_size(
             for gid, at, prev in page["records"]:
                 if gid in by_id:
                     records.append((gid, float(at), float(prev)))
-                    adopted.add(gid)
+                    refreshed[gid] += 1
             peak_rss = max(peak_rss, op.memory()["VmRSS"])
-            if window_start is None and len(adopted) == len(by_id):
-                all_adopted_at = time.time()
+            if not adopted_logged and len(refreshed) == len(by_id):
+                adopted_logged = True
+                log(f"[{profile.n}] all grants adopted {time.time() - op_start:.1f}s after start")
+            # Adoption's follow-ups lag its refresh under load; a grant's second refresh is routine.
+            if window_start is None and min(refreshed[g] for g in by_id) >= 2:
                 window_start = _snapshot(kube, lucid, op)
-                log(
-                    f"[{profile.n}] all grants adopted {all_adopted_at - op_start:.1f}s after start"
-                )
+                log(f"[{profile.n}] window starts {window_start['t'] - op_start:.1f}s after start")
             if time.time() >= next_note:
                 next_note += 15
                 log(
-                    f"[{profile.n}] t={time.time() - op_start:.0f}s adopted={len(adopted)} "
+                    f"[{profile.n}] t={time.time() - op_start:.0f}s adopted={len(refreshed)} "
                     f"refreshes={len(records)} operator cpu={op.cpu():.1f}s"
                 )
         window_end = _snapshot(kube, lucid, op)
@@ -267,7 +272,8 @@ How to read it:
 
 - Routine refresh: every refresh of a grant after its first (the first adopts the bootstrap
   refresh token and also introspects it). Counts, rates, calls and CPU per refresh come from the
-  steady-state window: from the moment every grant is adopted to the end of the run.
+  steady-state window: from the moment every grant has had a routine refresh (adoption and its
+  follow-up calls are over) to the end of the run.
 - Late vs due: Lucid's refresh time minus the due time the operator computes
   (`lucidgrant.timing.refresh_due_at`: the access token's expiry minus
   min(refreshBefore, lifetime / 3) minus the grant's jitter), over every routine refresh of the

@@ -9,7 +9,7 @@ from bench.run import Profile, render, run_size
 
 
 def test_quick_benchmark_reports_sane_figures(tmp_path: Path) -> None:
-    profile = Profile(20, 6.5, "2s", 2.0, duration=18.0, oneshot_samples=1)
+    profile = Profile(20, 6.5, "2s", 2.0, duration=22.0, oneshot_samples=1)
     result = run_size(profile, tmp_path, log=lambda _: None)
 
     assert result["never_adopted"] == 0

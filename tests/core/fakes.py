@@ -23,22 +23,9 @@ from typing import Any
 import httpx
 
 from lucidgrant.kube import MERGE_PATCH, ConflictError, KubeError, NotFoundError
-from lucidgrant_testbed.kube_patch import PatchError, json_patch
+from lucidgrant_testbed.kube_patch import PatchError, json_patch, merge_patch
 
 Fault = Callable[[str, str], None]
-
-
-def merge(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge(result.get(key), value)
-    return result
 
 
 class FakeKube:
@@ -96,7 +83,7 @@ class FakeKube:
                 raise ConflictError("PATCH", path, 409, "Conflict")
             if path.endswith("/status"):
                 patch = {"status": patch.get("status")}
-            updated = merge(obj, patch)
+            updated = merge_patch(obj, patch)
         else:
             try:  # the emulated API server's JSON patch: the real operations, with `test`
                 updated = json_patch(copy.deepcopy(obj), patch)
