@@ -34,6 +34,12 @@ class KubeError(Exception):
         self.fields = fields
 
 
+def error_text(exc: BaseException) -> object:
+    """What a log line may say of a failed Kubernetes call: a KubeError as it is (method, path,
+    status and reason only), any other exception by its type alone (its text may quote a body)."""
+    return exc if isinstance(exc, KubeError) else type(exc).__name__
+
+
 class ConflictError(KubeError):
     """409: a stale resourceVersion or an object that already exists."""
 

@@ -36,7 +36,7 @@ from lucidgrant.decide import (
 from lucidgrant.deletion import Deletion
 from lucidgrant.failures import after_failure
 from lucidgrant.grant import GrantSpec
-from lucidgrant.kube import KubeClient, KubeError, NotFoundError
+from lucidgrant.kube import KubeClient, KubeError, NotFoundError, error_text
 from lucidgrant.lucid import ClientCredentials, LucidClient, TransientError
 from lucidgrant.lucid_gates import LucidGates
 from lucidgrant.lucid_health import unavailable_message
@@ -121,8 +121,9 @@ class Reconciler:
             await self._act(key, record, snap, decision, progress)
         except (KubeError, OSError) as exc:
             self.metrics.refreshes.labels("store_error").inc()
-            what = exc if isinstance(exc, KubeError) else type(exc).__name__
-            log.warning("grant %s/%s: Kubernetes API call failed: %s; retrying", *key, what)
+            log.warning(
+                "grant %s/%s: Kubernetes API call failed: %s; retrying", *key, error_text(exc)
+            )
             progress.problem = (
                 Reason.KUBERNETES_UNAVAILABLE,
                 "A Kubernetes API call failed; retrying.",

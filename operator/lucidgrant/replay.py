@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable
 from enum import StrEnum
 
-from lucidgrant.kube import ConflictError, KubeError
+from lucidgrant.kube import ConflictError, KubeError, error_text
 from lucidgrant.store import StateStore
 from lucidgrant.wal import Rotation, RotationLog, should_replay
 
@@ -80,7 +80,7 @@ async def replay(
                     rotation.namespace,
                     rotation.name,
                     attempt,
-                    exc if isinstance(exc, KubeError) else type(exc).__name__,
+                    error_text(exc),
                 )
                 await store.sleep(min(retry_delay * 2 ** (attempt - 1), RETRY_CAP))
         log.info("write-ahead log: grant %s/%s: %s", rotation.namespace, rotation.name, outcome)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lucidgrant.cache import SecretReader
-from lucidgrant.kube import ConflictError, KubeError, NotFoundError
+from lucidgrant.kube import ConflictError, NotFoundError, error_text
 from lucidgrant.lucid import TokenSet
 from lucidgrant.names import (
     ANN_ACCESS_EXPIRES,
@@ -337,7 +337,7 @@ class StateStore:
                     rotation.namespace,
                     rotation.name,
                     attempt,
-                    exc if isinstance(exc, KubeError) else type(exc).__name__,
+                    error_text(exc),
                 )
                 await self.sleep(min(retry_delay * attempt, 5.0))
         if self.wal is not None:
