@@ -5,8 +5,9 @@ process), create N grants, start the operator, and poll Lucid's refresh log whil
 adopts every grant and then keeps refreshing them. The steady-state window starts once every
 grant has had a routine refresh (its second), so adoption and its follow-ups (introspection,
 consumer Secret creates and reads) are over even on a busy machine; calls, CPU and refresh rates
-are counted inside it. After the operator
-stops, the one-shot baseline refreshes a few grants of its own, one process per refresh."""
+are counted inside it, refreshes and Lucid calls from the same Lucid snapshots. After the
+operator stops, the one-shot baseline refreshes a few grants of its own, one process per
+refresh."""
 
 from __future__ import annotations
 
@@ -224,7 +225,8 @@ def run_size(
         if window_start is not None:
             w0, w1 = window_start, window_end
             span = w1["t"] - w0["t"]
-            in_window = sum(1 for _, at, _ in records if w0["t"] <= at < w1["t"])
+            # Refreshes and calls from the same Lucid snapshots, so none falls between them.
+            in_window = w1["lucid_stats"]["refresh_count"] - w0["lucid_stats"]["refresh_count"]
             lucid_delta = lucid_calls(w1["lucid_stats"]) - lucid_calls(w0["lucid_stats"])
             kube_calls = kube_delta(w0["kube_stats"], w1["kube_stats"])
             per = max(in_window, 1)
