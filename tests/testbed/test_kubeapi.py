@@ -352,6 +352,10 @@ def test_namespaces_are_cluster_scoped(core: Any, kube: KubeAPI) -> None:
 
 
 def test_secret_string_data_and_base64(core: Any, kube: KubeAPI) -> None:
+    """pkg/apis/core/v1/conversion.go (Convert_v1_Secret_To_core_Secret): `stringData`
+    overwrites `data` and is never stored; pkg/apis/core/validation/validation.go
+    (ValidateSecret): `type` defaults to Opaque, a bad value is refused with field `data[key]`
+    (a real server refuses bad base64 earlier, at decoding, with 400)."""
     created = core.create_namespaced_secret(
         "default",
         {"metadata": {"name": "tok"}, "data": {"a": "QQ=="}, "stringData": {"b": "hello"}},
@@ -419,6 +423,9 @@ def test_already_exists_and_not_found(core: Any, custom: Any) -> None:
 
 
 def test_resource_versions_and_conflicts(core: Any, custom: Any) -> None:
+    """apiserver/pkg/registry/generic/registry/store.go (Update, OptimisticLockErrorMsg): a
+    stale `resourceVersion` in a PUT or a patch answers 409 Conflict "the object has been
+    modified"; none at all is an unconditional write."""
     first = core.create_namespaced_secret("default", {"metadata": {"name": "s"}})
     rv1 = int(first.metadata.resource_version)
     second = core.replace_namespaced_secret(
@@ -468,6 +475,8 @@ def test_noop_write_keeps_the_resource_version(core: Any) -> None:
 
 
 def test_json_patch(core: Any) -> None:
+    """apiserver/pkg/endpoints/handlers/patch.go (jsonPatcher): a JSON patch that cannot be
+    applied, a failed `test` among them, answers 422 and changes nothing."""
     created = core.create_namespaced_secret(
         "default", {"metadata": {"name": "s", "finalizers": ["a/b"]}}
     )
@@ -539,6 +548,9 @@ def test_strategic_merge_patch_is_a_merge_for_builtins(api: ApiClient) -> None:
 
 
 def test_status_subresource_isolation(custom: Any) -> None:
+    """apiextensions-apiserver/pkg/registry/customresource/strategy.go (PrepareForCreate,
+    PrepareForUpdate) and status_strategy.go: with a status subresource, the main resource
+    never changes status and the status subresource changes nothing else."""
     created = create_widget(custom, "w")
     assert created["metadata"]["generation"] == 1
     assert "status" not in created
@@ -804,6 +816,8 @@ def test_watch_from_resource_version_replays_in_order(core: Any) -> None:
 
 
 def test_watch_too_old_resource_version_is_gone(tmp_path: pathlib.Path) -> None:
+    """apiserver/pkg/storage/cacher/watch_cache.go: a watch from a resourceVersion older than
+    the history answers 410 "too old resource version"; a newer one resumes."""
     with running_in_thread(KubeAPI(history=History(least=3, seconds=0.0))) as (kube, _):
         api = new_client(str(kube.write_kubeconfig(tmp_path / "k.yaml")))
         core: Any = client.CoreV1Api(api)
