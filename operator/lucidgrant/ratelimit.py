@@ -15,14 +15,14 @@ Pure: every time comes in as an argument."""
 
 from __future__ import annotations
 
+from lucidgrant.timing import RETRY_AFTER_CAP
+
 DEFAULT_RATE = 100.0
 DEFAULT_BURST = 10.0
 MIN_RATE = 1.0
 RAMP = 60.0
 PAUSE_BASE = 2.0
 PAUSE_CAP = 60.0
-# A Retry-After beyond this is not believed (timing.retry_at caps one grant's retry alike).
-RETRY_AFTER_CAP = 1200.0
 # Rounding slack, so that a caller who waited exactly as told gets its call: Unix times near
 # 2e9 are precise to about 2e-7 s, a few hundred-thousandths of a call at 100 calls a second.
 EPSILON = 1e-3

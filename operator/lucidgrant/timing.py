@@ -15,6 +15,8 @@ Sleep = Callable[[float], Awaitable[None]]
 JITTER_FRACTION = 0.1
 BACKOFF_BASE = 2.0
 BACKOFF_CAP = 300.0
+# A Retry-After beyond this is not believed (by a grant's retry, nor by the Lucid rate limit).
+RETRY_AFTER_CAP = BACKOFF_CAP * 4
 # Give up on transient errors only when the refresh token is this close to its end: the refresh
 # token itself is what a person would have to replace.
 REFRESH_TOKEN_FLOOR = 60.0
@@ -56,7 +58,7 @@ def retry_at(
     shortly before it expires rather than a full backoff after."""
     delay = backoff_delay(failures, rand)
     if retry_after is not None:
-        delay = max(delay, min(retry_after, BACKOFF_CAP * 4))
+        delay = max(delay, min(retry_after, RETRY_AFTER_CAP))
     at = now + delay
     if access_expires_at is not None and now < access_expires_at - 5.0 < at:
         at = max(now + 1.0, access_expires_at - 5.0)
