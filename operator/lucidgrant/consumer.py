@@ -114,6 +114,10 @@ class ConsumerSecrets:
         meta = grant["metadata"]
         namespace, uid = meta["namespace"], str(meta.get("uid", ""))
         consumer = spec.consumer
+        if LABEL_CLIENT in consumer.labels:
+            # Written by us, the label would let another grant read this Secret as its client
+            # Secret (its web-flow link shows client_id to anyone): only a person marks one.
+            return ConsumerResult(problem=(Reason.INVALID_SPEC, _CLIENT_LABEL))
         if why := self._forbidden(namespace, consumer.name):
             return ConsumerResult(problem=_conflict(consumer.name, why))
         existing = await self.secrets.get(namespace, consumer.name)
@@ -199,6 +203,13 @@ class ConsumerSecrets:
         )
         if secret is not None and owned:
             await self.kube.delete(secret_path(namespace, old))
+
+
+_CLIENT_LABEL = (
+    f"spec.accessTokenSecret.labels: Invalid value: {LABEL_CLIENT!r}: this label marks a Secret "
+    "for lucidgrant to read, which only a person may do, and the access-token Secret is one the "
+    "operator writes; remove the label."
+)
 
 
 def _conflict(name: str, why: str) -> tuple[Reason, str]:

@@ -136,3 +136,20 @@ async def test_a_deleted_namesakes_state_secret_is_not_adopted(world):
     assert world.condition("Ready") == ("False", "SecretConflict")
     assert "not owned by this grant" in world.grant()["status"]["conditions"][0]["message"]
     assert world.state().refresh_token == old, "untouched"
+
+
+async def test_a_grant_cannot_mark_its_access_token_secret_for_reading(world, caplog):
+    """Labelled lucidgrant.dev/client=true through the spec, the access-token Secret would be
+    readable as another grant's client Secret, whose web-flow link then carries the access
+    token to Lucid's page as client_id (and in its Location header to whoever asks)."""
+    labels = {LABEL_CLIENT: "true"}
+    world.authorized_grant(accessTokenSecret={"name": "tok", "labels": labels})
+    await world.reconcile()
+    assert world.condition("Ready") == ("False", "InvalidSpec")
+    message = world.grant()["status"]["conditions"][0]["message"]
+    assert f"spec.accessTokenSecret.labels: Invalid value: '{LABEL_CLIENT}'" in message
+    assert world.state().refresh_token == world.lucid.live_refresh_token(), "still refreshed"
+    assert world.kube.objects.get(secret_path(NS, "tok")) is None, "never written"
+    keys = {"clientIdKey": "access_token", "clientSecretKey": "token_type"}
+    world.put_grant(grant_body("h", clientSecretRef={"name": "tok", **keys}, authorization=None))
+    assert await world.reconciler.client_credentials((NS, "h")) is None
