@@ -66,8 +66,6 @@ class ContradictedInvalidGrantError(TransientError):
     """Lucid answered invalid_grant for a refresh token its introspection reports active: a
     flaky answer, retried like a transient error, but still an answer (not an outage signal)."""
 
-    reason = "transient_error"
-
 
 class InvalidGrantError(LucidError):
     """Lucid refused the refresh token or code (expired, revoked, rotated away, or flaky)."""
