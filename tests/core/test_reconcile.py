@@ -21,6 +21,7 @@ from lucidgrant.names import (
 )
 from lucidgrant.refresh import CONFIRM_DELAY
 from lucidgrant.secretdata import b64
+from lucidgrant.wal import RotationLog
 
 from .world import NS, World, grant_body
 
@@ -68,6 +69,28 @@ async def test_a_due_refresh_rotates_and_a_refresh_now_is_cleared(world):
     await world.reconcile()
     assert world.lucid.grants[world.lucid.live_refresh_token()].rotations == 3
     assert REFRESH_NOW not in world.grant()["metadata"].get("annotations", {})
+
+
+async def test_a_routine_refresh_is_one_lucid_call_and_four_writes(world, tmp_path):
+    """What a routine refresh costs, write-ahead log on: Lucid once; the lock, the rotation and
+    the consumer Secret (three Secret PATCHes) and the status; nothing read."""
+    wal = RotationLog(tmp_path)
+    wal.open()
+    logged = World(wal, restart_of=world)
+    logged.authorized_grant()
+    due = await logged.reconcile()
+    assert due is not None
+    logged.clock.now = due
+    calls, lucid = len(world.kube.calls), len(world.lucid.requests)
+    await logged.reconcile()
+    assert [path for path, _ in world.lucid.requests[lucid:]] == ["/oauth2/token"]
+    status = grant_path(NS, "g", "status")
+    assert world.kube.calls[calls:] == [("PATCH", STATE)] * 2 + [
+        ("PATCH", CONSUMER),
+        ("PATCH", status),
+    ]
+    assert logged.condition("Ready") == ("True", "Refreshed")
+    await logged.http.aclose()
 
 
 async def test_code_bootstrap_is_exchanged(world):
