@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from aiohttp import web
@@ -18,12 +20,16 @@ async def ok(_: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-async def started(limits: ListenerLimits) -> Listener:
+@asynccontextmanager
+async def serving(limits: ListenerLimits) -> AsyncIterator[Listener]:
     app = web.Application()
     app.router.add_get("/x", ok)
     listener = Listener("test", app, "127.0.0.1", 0, limits)
     await listener.start()
-    return listener
+    try:
+        yield listener
+    finally:
+        await listener.stop()
 
 
 async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
@@ -45,8 +51,8 @@ async def get(port: int) -> bytes:
 
 
 async def test_half_open_requests_are_capped_and_closed_at_the_head_deadline():
-    listener = await started(ListenerLimits(header_timeout=0.5, idle_timeout=5, max_connections=5))
-    try:
+    limits = ListenerLimits(header_timeout=0.5, idle_timeout=5, max_connections=5)
+    async with serving(limits) as listener:
         conns = [await asyncio.open_connection("127.0.0.1", listener.port) for _ in range(12)]
         for _, writer in conns:
             writer.write(HALF_A_HEAD)
@@ -63,13 +69,10 @@ async def test_half_open_requests_are_capped_and_closed_at_the_head_deadline():
         assert (await get(listener.port)).startswith(b"HTTP/1.1 200")
         for _, writer in conns:
             writer.close()
-    finally:
-        await listener.stop()
 
 
 async def test_a_head_dripped_byte_by_byte_does_not_outlive_the_deadline():
-    listener = await started(ListenerLimits(header_timeout=0.5, idle_timeout=5))
-    try:
+    async with serving(ListenerLimits(header_timeout=0.5, idle_timeout=5)) as listener:
         reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
         t0 = time.monotonic()
         closed = asyncio.ensure_future(closed_within(reader, 5))
@@ -81,13 +84,10 @@ async def test_a_head_dripped_byte_by_byte_does_not_outlive_the_deadline():
         assert await closed
         assert time.monotonic() - t0 < 2
         writer.close()
-    finally:
-        await listener.stop()
 
 
 async def test_an_idle_keepalive_connection_is_closed_and_busy_ones_are_not_cut():
-    listener = await started(ListenerLimits(header_timeout=5, idle_timeout=0.5))
-    try:
+    async with serving(ListenerLimits(header_timeout=5, idle_timeout=0.5)) as listener:
         reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
         for _ in range(3):  # three requests on one connection, each within the idle timeout
             writer.write(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -99,8 +99,6 @@ async def test_an_idle_keepalive_connection_is_closed_and_busy_ones_are_not_cut(
         assert await closed_within(reader, 5)
         assert time.monotonic() - t0 < 2
         writer.close()
-    finally:
-        await listener.stop()
 
 
 def test_nonsense_limits_are_refused():
