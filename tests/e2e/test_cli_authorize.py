@@ -58,6 +58,14 @@ def client_secret(cluster: Cluster) -> None:
     cluster.put_secret("lucid-client", {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET})
 
 
+def account_grant_without_authorization(cluster: Cluster) -> None:
+    """Grant `acct` (an account token) and its client Secret, with no spec.authorization."""
+    client_secret(cluster)
+    spec = grant_spec(tokenKind="account")
+    del spec["authorization"]
+    assert cluster.create_grant("acct", spec).status_code == 201
+
+
 def test_authorize_writes_the_bootstrap_and_the_operator_adopts_it(
     cluster, lucid, admin_kubeconfig, start_operator
 ):
@@ -117,10 +125,7 @@ def test_dry_run_prints_the_manifest_and_writes_nothing(cluster, lucid, admin_ku
 def test_kubectl_authorize_patches_a_grant_without_bootstrap(
     cluster, lucid, admin_kubeconfig, start_operator
 ):
-    client_secret(cluster)
-    spec = grant_spec(tokenKind="account")
-    del spec["authorization"]
-    assert cluster.create_grant("acct", spec).status_code == 201
+    account_grant_without_authorization(cluster)
     env = env_for(admin_kubeconfig, lucid)
     args = ["authorize", "acct", "--patch-grant", "--port", str(free_port())]
     done = run([*PLUGIN, *args], env)

@@ -15,7 +15,15 @@ import pytest
 import yaml
 
 from .harness import CLIENT_ID, CLIENT_SECRET, ROOT, Cluster, free_port, grant_spec, wait_for
-from .test_cli_authorize import CLI, PLUGIN, client_secret, env_for, no_leaks, run
+from .test_cli_authorize import (
+    CLI,
+    PLUGIN,
+    account_grant_without_authorization,
+    client_secret,
+    env_for,
+    no_leaks,
+    run,
+)
 from .test_operator import authorized_grants
 
 COLUMNS = ["NAME", "READY", "REASON", "ACCESS EXPIRES IN", "REFRESH EXPIRES IN", "AGE"]
@@ -139,10 +147,7 @@ def patch_line(stderr: str) -> list[str]:
 def test_authorize_prints_a_one_line_patch_that_works(
     cluster, lucid, admin_kubeconfig, start_operator
 ):
-    client_secret(cluster)
-    spec = grant_spec(tokenKind="account")
-    del spec["authorization"]
-    assert cluster.create_grant("acct", spec).status_code == 201
+    account_grant_without_authorization(cluster)
     env = env_for(admin_kubeconfig, lucid)
     done = run([*CLI, "authorize", "acct", "--port", str(free_port())], env)
     assert done.returncode == 0, done.stderr
