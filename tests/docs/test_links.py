@@ -1,6 +1,7 @@
 """The README and docs/ point only at things that exist: every relative link resolves to a file
 of the repository (and its #anchor to a heading there), every repository path named in code
-resolves, every docs page is reachable from the README, and the diagram is well-formed SVG."""
+resolves, every test named as evidence is defined, every docs page is reachable from the
+README, and the diagram is well-formed SVG."""
 
 from __future__ import annotations
 
@@ -163,6 +164,27 @@ def path_problem(word: str) -> str | None:
     return f"{word} is not a file or folder of the repository"
 
 
+# A test function named in a page (not a test file: `test_x.py` is a path, checked above).
+TEST_NAME = re.compile(r"\btest_\w+\b(?!\.py)")
+TEST_DEF = re.compile(r"^\s*(?:async\s+)?def\s+(test_\w+)", re.M)
+
+
+def defined_tests() -> set[str]:
+    return {
+        name
+        for f in FILES
+        if f.startswith("tests/") and f.endswith(".py")
+        for name in TEST_DEF.findall((ROOT / f).read_text())
+    }
+
+
+DEFINED_TESTS = defined_tests()
+
+
+def unknown_test(name: str) -> str | None:
+    return None if name in DEFINED_TESTS else f"no test function {name} in the repository"
+
+
 def page_id(page: Path) -> str:
     return str(page.relative_to(ROOT))
 
@@ -185,6 +207,18 @@ def test_every_named_repository_path_exists(page: Path) -> None:
         f"{page_id(page)}:{number}: {problem}"
         for number, word in named_paths(page)
         for problem in [path_problem(word)]
+        if problem
+    ]
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_every_named_test_exists(page: Path) -> None:
+    problems = [
+        f"{page_id(page)}:{number}: {problem}"
+        for number, line in enumerate(page.read_text().splitlines(), 1)
+        for name in TEST_NAME.findall(line)
+        for problem in [unknown_test(name)]
         if problem
     ]
     assert not problems, "\n".join(problems)
@@ -226,6 +260,9 @@ def test_the_checks_catch_what_they_are_for() -> None:
     assert path_problem("lucidgrant/no_such_module.py") is not None
     assert path_problem("lucidgrant.no_such_module") is not None
     assert path_problem("lucidgrant.status") is None
+    assert unknown_test("test_no_such_behaviour") is not None
+    assert unknown_test("test_the_checks_catch_what_they_are_for") is None
+    assert TEST_NAME.findall("`tests/e2e/test_ha.py`, `test_x[param]`") == ["test_x"]
     assert slug("Performance and scale (figures from `make bench`)") == (
         "performance-and-scale-figures-from-make-bench"
     )
