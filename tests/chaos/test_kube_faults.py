@@ -103,7 +103,7 @@ def one_fault(w: World, size: Size, scenario: str) -> None:
     views = w.views()
     lost = w.lost_for_good(views)
     flagged = sorted(n for n, v in views.items() if v.reauth)
-    stuck = sorted(n for n, v in views.items() if not v.serving)
+    stuck = w.stuck_for_good(views)
     windows = w.windows()
     row = summary(
         w,

@@ -98,7 +98,7 @@ def one_fault(w: World, size: Size, scenario: str) -> None:
     views = w.views()
     lost = w.lost_for_good(views)
     flagged = sorted(n for n, v in views.items() if v.reauth)
-    stuck = sorted(n for n, v in views.items() if not v.serving)
+    stuck = w.stuck_for_good(views)
     per_grant = max_attempts(window, retry_after, size.access_ttl)
     bound = size.grants * per_grant if backoff_bound else None
     row = summary(

@@ -319,12 +319,24 @@ class World:
         """The grants of `views` whose stored refresh token is not the live one and stays so. A
         snapshot can fall between Lucid rotating a grant and the operator storing the new token:
         milliseconds when the process runs, longer on a busy machine; a lost grant stays lost."""
-        suspects = {name for name, v in views.items() if v.lost}
+        return self._still(views, lambda v: v.lost, settle)
+
+    def stuck_for_good(self, views: dict[str, GrantView], settle: float = 10.0) -> list[str]:
+        """The grants of `views` not serving a live token and not doing so within `settle`. A
+        snapshot can fall between Lucid rotating a grant and the consumer Secret's write, or catch
+        a token a moment past its expiry with the refresh under way; a stuck grant stays stuck."""
+        return self._still(views, lambda v: not v.serving, settle)
+
+    def _still(
+        self, views: dict[str, GrantView], wrong: Callable[[GrantView], bool], settle: float
+    ) -> list[str]:
+        """The grants `wrong` holds for in `views` and in every look until `settle` seconds."""
+        suspects = {name for name, v in views.items() if wrong(v)}
         deadline = time.monotonic() + settle
         while suspects and time.monotonic() < deadline:
             time.sleep(0.1)
             now = self.views()
-            suspects = {name for name in suspects if now[name].lost}
+            suspects = {name for name in suspects if wrong(now[name])}
         return sorted(suspects)
 
     def windows(self) -> list[float]:
