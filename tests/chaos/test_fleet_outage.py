@@ -61,7 +61,7 @@ def test_fleet_outage_of_three_lifetimes(tmp_path: Path) -> None:
                     served[name] = now - up
             time.sleep(0.5)
         after = w.views()
-        lost = sorted(n for n, v in after.items() if v.lost and w.views()[n].lost)
+        lost = w.lost_for_good(after)
         flagged = sorted(n for n, v in after.items() if v.reauth)
         times = list(served.values())
         row = summary(
