@@ -10,7 +10,6 @@ Two hooks record the moments that matter, without touching the operator:
 from __future__ import annotations
 
 import base64
-import json
 import math
 import signal
 import threading
@@ -445,7 +444,3 @@ def percentile(values: list[float], q: float) -> float:
         return math.nan
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]
-
-
-def jsonl(row: dict[str, Any]) -> str:
-    return json.dumps(row, sort_keys=True)
