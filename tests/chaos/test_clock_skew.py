@@ -44,8 +44,6 @@ def clock_skew(tmp: Path, size: Size, skew: float) -> None:
             lost=len(lost),
             flagged=len(flagged),
             recovery_s=None,
-            calls=None,
-            bound=None,
             late_refreshes=len(late),
             min_margin_s=round(min(margins), 2) if margins else None,
         )

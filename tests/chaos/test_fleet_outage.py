@@ -74,7 +74,6 @@ def test_fleet_outage_of_three_lifetimes(tmp_path: Path) -> None:
             flagged=len(flagged),
             recovery_s=max(times) if len(times) == len(w.grants) else None,
             calls=calls_during,
-            bound=None,
             calls_per_minute_during_outage=round(calls_during / (OUTAGE / 60), 1),
             recovery_p50_s=round(percentile(times, 0.5), 2),
             recovery_p99_s=round(percentile(times, 0.99), 2),

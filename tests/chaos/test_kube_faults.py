@@ -115,7 +115,6 @@ def one_fault(w: World, size: Size, scenario: str) -> None:
         flagged=len(flagged),
         recovery_s=recovery,
         calls=calls,
-        bound=None,
         successful_refreshes_during_fault=rotated,
         answer_to_store_max_s=round(max(windows), 2) if windows else None,
     )

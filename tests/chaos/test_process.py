@@ -109,8 +109,6 @@ def restarts(tmp: Path, size: Size, sig: signal.Signals, wal: str | None = None)
             lost=len(lost),
             flagged=len(flagged),
             recovery_s=recovery,
-            calls=None,
-            bound=None,
             exit_codes=sorted(set(codes)),
             window_p50_ms=round(percentile(windows, 0.5) * 1000, 1),
             window_p99_ms=round(percentile(windows, 0.99) * 1000, 1),
@@ -188,8 +186,6 @@ def two_processes(tmp: Path, size: Size) -> None:
             lost=len(lost),
             flagged=len(flagged),
             recovery_s=recovery,
-            calls=None,
-            bound=None,
             double_refreshes=w.lucid.invalid_grant_count,
             lock_busy=busy,
         )

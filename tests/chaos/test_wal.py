@@ -87,8 +87,6 @@ def unreachable_then_kill(tmp: Path, size: Size) -> None:
             lost=len(lost),
             flagged=len(flagged),
             recovery_s=recovery,
-            calls=None,
-            bound=None,
             logged_at_kill=len(logged),
             seconds_after_restart=round(time.monotonic() - started, 1),
         )

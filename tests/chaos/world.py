@@ -413,11 +413,12 @@ def summary(
     lost: int,
     flagged: int,
     recovery_s: float | None,
-    calls: int | None,
-    bound: int | None,
+    calls: int | None = None,
+    bound: int | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """Print and keep the one-line JSON summary of a scenario."""
+    """Print and keep the one-line JSON summary of a scenario. `calls` (Lucid calls during the
+    fault) and `bound` (their bound) only where the scenario counts them."""
     row: dict[str, Any] = {
         "scenario": scenario,
         "size": w.size.label,
