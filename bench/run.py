@@ -376,5 +376,8 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(text)
     if results_path is not None:
-        results_path.write_text(text)
+        # Sections other scenarios wrote (the outage, bench/outage.py) stay.
+        kept = results_path.read_text() if results_path.exists() else ""
+        at = kept.find("\n## ")
+        results_path.write_text(text + (kept[at:] if at >= 0 else ""))
         print(f"written to {results_path}")

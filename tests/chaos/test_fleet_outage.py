@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from bench.outage import peak_rate
 
 from .world import Size, percentile, summary, world
 
@@ -23,17 +24,6 @@ TTL = float(os.environ.get("LUCIDGRANT_OUTAGE_TTL", "30"))
 # live token within this many seconds.
 OUTAGE = 3 * TTL
 RECOVERY_LIMIT = 120.0
-
-
-def peak_rate(arrivals: list[float], start: float, end: float) -> int:
-    """The most calls that reached Lucid in any one second (sliding by a tenth) in the span."""
-    times = sorted(t for t in arrivals if start <= t < end)
-    best, lo = 0, 0
-    for hi, t in enumerate(times):
-        while times[lo] < t - 1.0:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 @pytest.mark.chaos
