@@ -285,13 +285,16 @@ def run_outage(
 
         during = lucid_calls(before_up) - lucid_calls(down)
         end = up + limit
+        cpu_up = op.cpu()
         while len(watch.served) < n and time.time() < end and op.alive():
             time.sleep(1.0)
         recovered_at = time.time()
+        cpu_recovery = op.cpu() - cpu_up
         after = _get(f"{lucid.url}/_emulator/stats")
         page = _get(f"{lucid.url}/_emulator/refreshes?since={cursor}")
         ids = set(names.values())
-        refreshed_at = [float(at) for gid, at, _ in page["records"] if gid in ids]
+        refreshed_at = sorted(float(at) for gid, at, _ in page["records"] if gid in ids)
+        recovering = [t for t in refreshed_at if t < recovered_at]
         wrong = _settled(kube.url, lucid.url, names)
         served = list(watch.served.values())
         calls_after = lucid_calls(after) - lucid_calls(before_up)
@@ -306,6 +309,13 @@ def run_outage(
             recovery_p99_s=percentile(served, 99),
             recovery_max_s=max(served) if len(served) == n else math.nan,
             peak_refreshes_per_s=peak_rate(refreshed_at, up, recovered_at),
+            # Why recovery takes what it takes: the wait for the first refresh (the gate's
+            # probe), then the refresh rate, and whether the operator had a core to itself.
+            first_refresh_s=recovering[0] - up if recovering else math.nan,
+            mean_refreshes_per_s=(len(recovering) - 1) / (recovering[-1] - recovering[0])
+            if len(recovering) > 1
+            else math.nan,
+            operator_cpu_share_recovery=cpu_recovery / (recovered_at - up),
             other_calls_after_return=sum(calls_after.values()) - refreshes_after,
             lost=len(wrong["lost"]),
             flagged=len(wrong["flagged"]),
@@ -328,9 +338,11 @@ def _s(value: float) -> str:
 
 HEADER = (
     "| grants (access TTL, outage) | code | Lucid calls during the outage (a minute) "
-    "| return to serving p50 / p99 / max (s) | peak refreshes a second after the return "
-    "(other calls) | refresh tokens lost | grants flagged | load average start / end |\n"
-    "| --- | --- | --- | --- | --- | --- | --- | --- |"
+    "| return to serving p50 / p99 / max (s) | first refresh after the return (s) "
+    "| refreshes a second after the return: peak (other calls) / mean "
+    "| operator CPU while recovering (cores) | refresh tokens lost | grants flagged "
+    "| load average start / end |\n"
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 )
 
 
@@ -341,7 +353,9 @@ def row(r: dict[str, Any]) -> str:
         f"| {r['grants']:,} ({r['access_ttl']:g} s, {r['outage_s']:.0f} s) | {r['code']} "
         f"| {r['calls_during_outage']:,} ({r['calls_per_minute_during_outage']:.0f}) "
         f"| {_s(r['recovery_p50_s'])} / {_s(r['recovery_p99_s'])} / {worst} "
+        f"| {_s(r['first_refresh_s'])} "
         f"| {r['peak_refreshes_per_s']} ({r['other_calls_after_return']}) "
+        f"/ {_s(r['mean_refreshes_per_s'])} | {r['operator_cpu_share_recovery']:.2f} "
         f"| {r['lost']} | {r['flagged']} | {r['loadavg_start']} / {r['loadavg_end']} |"
     )
 
@@ -363,6 +377,10 @@ How to read it:
   (its refresh log, sliding by each refresh); in brackets, every other call after the return
   (probes, failed calls). The operator's default token bucket allows 100 calls a second and a
   burst of 10.
+- First refresh: from the return to Lucid's first refresh after it (with the gate: the next
+  probe, every 5 s, reopens it). Mean: refreshes a second from that first one to the last
+  before every grant served. Operator CPU: its CPU seconds per second from the return until
+  every grant served (1.00: a whole core; the machine has 2, shared with both emulators).
 - Lost: the state Secret's refresh token is not Lucid's live one, at the end (a grant counts if
   it stays so for 10 s). Flagged: the grant says ReauthorizationRequired.
 """
