@@ -21,50 +21,51 @@ What a stranger on the Internet can do with it is bounded:
 - with LUCIDGRANT_FLOW_USER_HEADER set (an authenticating proxy in front), a request without
   that header is refused and the person it names is recorded in the Authorized event.
 
-The flow sees the operator through `FlowHost`, not the whole runtime: tests can host it with
-fakes, and the web modules import nothing of the runtime.
+The flow sees the operator through `FlowHost` (flowhost.py), not the whole runtime: tests can
+host it with fakes, and the web modules import nothing of the runtime.
 
-Nothing from a request reaches a page unescaped, and the only redirect goes to the configured
-Lucid app URL: no request value chooses where a browser is sent."""
+Nothing from a request reaches a page unescaped (flowpages.py), and the only redirect goes to
+the configured Lucid app URL: no request value chooses where a browser is sent."""
 
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
-import math
 import time
-from collections.abc import Callable, Iterable
-from typing import Literal, Protocol
-from urllib.parse import quote, urlencode
+from collections.abc import Callable
 
 from aiohttp import web
 
 from lucidgrant.authstate import (
     COOKIE,
-    StateClaims,
     StateError,
     StateSigner,
     browser_nonce,
     check_browser,
-    record_use,
 )
-from lucidgrant.cache import GrantRecord, Key
+from lucidgrant.cache import Key
 from lucidgrant.config import Settings
-from lucidgrant.decide import missing_scopes
+from lucidgrant.flowhost import FlowHost, FlowRefusedError, Redemption
 from lucidgrant.flowlimit import KeyedBuckets, OutstandingStates
+from lucidgrant.flowpages import (
+    HEADERS,
+    authorize_url,
+    lucid_error_text,
+    nothing_here,
+    page,
+    refused,
+    too_many,
+)
 from lucidgrant.grant import GrantSpec
 from lucidgrant.kube import KubeError
 from lucidgrant.lucid import (
-    ClientCredentials,
     ClientRejectedError,
     InvalidGrantError,
     LucidError,
-    TokenSet,
 )
-from lucidgrant.names import ANN_USED_STATES, REAUTH
+from lucidgrant.names import REAUTH
 from lucidgrant.status import condition_of
-from lucidgrant.store import GrantState, LockBusyError
+from lucidgrant.store import LockBusyError
 
 log = logging.getLogger(__name__)
 
@@ -74,198 +75,6 @@ BURST = 10
 STATES_PER_GRANT = 16
 # The longest identity taken from the proxy's user header.
 MAX_USER_LENGTH = 256
-
-# OAuth 2.0 authorization error codes (RFC 6749, 4.1.2.1, and Lucid's invalid_scopes), told in
-# the operator's words; any other value of `error` is not repeated.
-LUCID_ERRORS = {
-    "access_denied": "the person declined on Lucid's page, or may not grant this access",
-    "invalid_scope": "Lucid refused the requested scopes",
-    "invalid_scopes": "Lucid refused the requested scopes",
-    "unauthorized_client": "Lucid does not let this OAuth client ask for it",
-    "invalid_request": "Lucid found the request malformed",
-    "unsupported_response_type": "Lucid found the request malformed",
-    "server_error": "Lucid failed; try again shortly",
-    "temporarily_unavailable": "Lucid is unavailable; try again shortly",
-}
-
-
-def lucid_error_text(error: str) -> str:
-    explained = LUCID_ERRORS.get(error)
-    return (
-        f"Lucid did not grant access: {error} ({explained})."
-        if explained
-        else ("Lucid did not grant access.")
-    )
-
-
-def authorize_url(
-    app_url: str,
-    token_kind: Literal["user", "account"],
-    client_id: str,
-    redirect_uri: str,
-    scopes: Iterable[str],
-    state: str,
-) -> str:
-    """Lucid's authorize page for a grant (user or account token), always under `app_url`."""
-    path = "/oauth2/authorize" if token_kind == "user" else "/oauth2/authorizeAccount"
-    query = urlencode(
-        {
-            "client_id": client_id,
-            "redirect_uri": redirect_uri,
-            "scope": " ".join(scopes),
-            "state": state,
-            "response_type": "code",
-            "prompt": "consent",
-        },
-        quote_via=quote,
-    )
-    return f"{app_url.rstrip('/')}{path}?{query}"
-
-
-# -- pages -----------------------------------------------------------------------------------
-
-_STYLE = (
-    "body{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;"
-    "line-height:1.5;color:#222}h1{font-size:1.4rem}code{background:#f3f3f3;padding:0 .2rem}"
-)
-_HEADERS = {
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
-}
-
-
-def page(status: int, title: str, *paragraphs: str) -> web.Response:
-    """A small HTML page; every piece of text is escaped here, so callers pass plain text."""
-    body = "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs)
-    text = (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f'<meta name="viewport" content="width=device-width"><title>{html.escape(title)}</title>'
-        f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>"
-    )
-    return web.Response(
-        status=status, text=text, content_type="text/html", charset="utf-8", headers=_HEADERS
-    )
-
-
-def _refused(status: int, why: str, *more: str) -> web.Response:
-    return page(
-        status,
-        "Authorization not completed",
-        why,
-        *more,
-        "Nothing was changed. Start again from the grant's authorization link.",
-    )
-
-
-def _nothing_here() -> web.Response:
-    """The one answer for every grant that does not await a person here, whether it exists or
-    not, works or not: strangers learn nothing from it."""
-    return page(
-        404,
-        "No authorization waiting",
-        "No grant awaits authorization at this link. Links are in the status of a LucidGrant "
-        "that needs a person (status.authorizationURL).",
-        "To replace a working grant on purpose, run kubectl lucidgrant authorize NAME -n "
-        "NAMESPACE.",
-    )
-
-
-def _too_many(wait: float) -> web.Response:
-    seconds = max(1, math.ceil(wait))
-    response = page(429, "Too many requests", f"Try again in {seconds} seconds.")
-    response.headers["Retry-After"] = str(seconds)
-    return response
-
-
-class FlowRefusedError(Exception):
-    """The grant does not want this authorization (any more); the message is safe to show."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def person_needed(spec: GrantSpec, state: GrantState) -> bool:
-    """What the state Secret says, under the lock: no live refresh token, or one that lacks
-    scopes the spec asks for. (The status can lag behind it by a reconcile.)"""
-    return not state.refresh_token or bool(state.dead_reason) or bool(missing_scopes(spec, state))
-
-
-# -- the flow ----------------------------------------------------------------------------------
-
-
-class FlowHost(Protocol):
-    """What the flow needs from the operator, and no more."""
-
-    def grant(self, key: Key) -> GrantRecord | None:
-        """The grant as the operator's cache has it."""
-
-    async def client_credentials(self, key: Key) -> ClientCredentials | None: ...
-
-    async def exchange_code(
-        self, creds: ClientCredentials, code: str, redirect_uri: str
-    ) -> TokenSet:
-        """On the flow's own connection pool."""
-
-    async def authorized(self, key: Key, redemption: Redemption, by: str | None) -> None:
-        """Under the grant's refresh lock: `redemption.check`, write its annotations,
-        `redemption.exchange`, store the new grant; wake the grant. Raises what `redemption`
-        raises, or KeyError, LockBusyError, KubeError or OSError when it could not store."""
-
-    async def state_key(self) -> bytes:
-        """The HMAC key of `state` (authstate.load_state_key)."""
-
-
-class Redemption:
-    """One callback's work under the grant's lock (refresh.Redemption)."""
-
-    def __init__(
-        self,
-        host: FlowHost,
-        claims: StateClaims,
-        creds: ClientCredentials,
-        code: str,
-        redirect_uri: str,
-        clock: Callable[[], float],
-    ) -> None:
-        self.host = host
-        self.claims = claims
-        self.creds = creds
-        self.code = code
-        self.redirect_uri = redirect_uri
-        self.clock = clock
-
-    async def check(self, locked: GrantState) -> dict[str, str | None]:
-        claims = self.claims
-        label = f"{claims.namespace}/{claims.name}"
-        record = self.host.grant((claims.namespace, claims.name))
-        meta = record.body["metadata"] if record is not None else {}
-        if record is None or meta.get("deletionTimestamp"):
-            raise FlowRefusedError(400, f"LucidGrant {label} no longer exists.")
-        if meta.get("uid") != claims.uid:
-            raise FlowRefusedError(
-                400, f"LucidGrant {label} was deleted and created again since this link was made."
-            )
-        if int(meta.get("generation") or 0) != claims.generation:
-            raise FlowRefusedError(
-                400, f"The spec of LucidGrant {label} changed since this link was made."
-            )
-        try:
-            ledger = record_use(locked.used_states, claims, self.clock())
-        except StateError as exc:
-            raise FlowRefusedError(400, str(exc)) from None
-        spec = record.spec()
-        if not isinstance(spec, GrantSpec) or not person_needed(spec, locked):
-            raise FlowRefusedError(
-                409, f"LucidGrant {label} does not need a person now, so this link does nothing."
-            )
-        return {ANN_USED_STATES: ledger}
-
-    async def exchange(self) -> TokenSet:
-        return await self.host.exchange_code(self.creds, self.code, self.redirect_uri)
 
 
 class AuthFlow:
@@ -329,7 +138,7 @@ class AuthFlow:
 
     def _limited(self, buckets: KeyedBuckets, key: str) -> web.Response | None:
         wait = buckets.take(key, self.clock())
-        return _too_many(wait) if wait > 0 else None
+        return too_many(wait) if wait > 0 else None
 
     async def authorize(self, request: web.Request) -> web.Response:
         namespace = request.match_info["namespace"]
@@ -351,10 +160,10 @@ class AuthFlow:
             or not isinstance(spec, GrantSpec)
             or (condition_of(record.body.get("status") or {}, REAUTH) or {}).get("status") != "True"
         ):
-            return _nothing_here()
+            return nothing_here()
         creds = await self.host.client_credentials(key)
         if creds is None:
-            return _nothing_here()
+            return nothing_here()
         signer = await self._signer_or_page()
         if isinstance(signer, web.Response):
             return signer
@@ -363,7 +172,7 @@ class AuthFlow:
         if not self._outstanding.add(
             f"{namespace}/{name}", claims.nonce, claims.expires_at, self.clock()
         ):
-            return _too_many(60.0)
+            return too_many(60.0)
         location = authorize_url(
             self.settings.lucid_app_url,
             spec.token_kind,
@@ -373,7 +182,7 @@ class AuthFlow:
             state,
         )
         log.info("grant %s/%s: sent a person to Lucid's consent page", namespace, name)
-        response = web.Response(status=302, headers={**_HEADERS, "Location": location})
+        response = web.Response(status=302, headers={**HEADERS, "Location": location})
         response.set_cookie(
             COOKIE,
             nonce,
@@ -393,7 +202,7 @@ class AuthFlow:
         # Nothing else of the query is read before the state is verified.
         state = query.get("state")
         if not state:
-            return _refused(400, "The request carries no state parameter.")
+            return refused(400, "The request carries no state parameter.")
         signer = await self._signer_or_page()
         if isinstance(signer, web.Response):
             return signer
@@ -401,7 +210,7 @@ class AuthFlow:
             claims = signer.verify(state)
             check_browser(claims, request.cookies.get(COOKIE))
         except StateError as exc:
-            return _refused(400, str(exc))
+            return refused(400, str(exc))
         key = (claims.namespace, claims.name)
         label = f"{claims.namespace}/{claims.name}"
         refusal = self._limited(self._per_grant, label)
@@ -413,15 +222,15 @@ class AuthFlow:
         error = query.get("error")
         if error is not None:
             self._outstanding.discard(claims.nonce)
-            return _refused(400, lucid_error_text(error))
+            return refused(400, lucid_error_text(error))
         code = query.get("code")
         if not code:
-            return _refused(400, "Lucid sent no authorization code.")
+            return refused(400, "Lucid sent no authorization code.")
         if self.host.grant(key) is None:
-            return _refused(400, f"LucidGrant {label} no longer exists.")
+            return refused(400, f"LucidGrant {label} no longer exists.")
         creds = await self.host.client_credentials(key)
         if creds is None:
-            return _refused(409, f"The client Secret of LucidGrant {label} is missing or empty.")
+            return refused(409, f"The client Secret of LucidGrant {label} is missing or empty.")
         redemption = Redemption(self.host, claims, creds, code, self.redirect_uri, self.clock)
         # One callback of a grant at a time in this process (the refresh lock is per process
         # identity); keys come only from signed states, so this stays as small as the grants.
@@ -430,15 +239,15 @@ class AuthFlow:
             async with lock:
                 await self.host.authorized(key, redemption, user)
         except FlowRefusedError as exc:
-            return _refused(exc.status, str(exc))
+            return refused(exc.status, str(exc))
         except InvalidGrantError:
-            return _refused(400, "Lucid refused the authorization code (expired or used).")
+            return refused(400, "Lucid refused the authorization code (expired or used).")
         except ClientRejectedError:
             log.warning("grant %s: Lucid rejected the client credentials on exchange", label)
-            return _refused(502, "Lucid rejected the grant's client credentials.")
+            return refused(502, "Lucid rejected the grant's client credentials.")
         except LucidError as exc:
             log.warning("grant %s: code exchange failed: %s", label, exc)
-            return _refused(502, "Lucid failed to answer the code exchange. Try again shortly.")
+            return refused(502, "Lucid failed to answer the code exchange. Try again shortly.")
         except (KeyError, LockBusyError, KubeError, OSError) as exc:
             log.error("grant %s: the new grant could not be stored: %s", label, type(exc).__name__)
             return page(

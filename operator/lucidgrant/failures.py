@@ -1,4 +1,7 @@
-"""What a failed refresh means: a pure function of the failure, the state it happened in and
+"""What a failure means, as pure functions: `after_failure` for a failed refresh,
+`after_kube_error` for a Kubernetes API call that failed anywhere in a reconcile.
+
+A failed refresh's meaning is a pure function of the failure, the state it happened in and
 the grant's facts, deciding what the operator writes as it releases the lock (a dead grant is
 marked on the state Secret, a used-up bootstrap value remembered), what status says, when to
 try again, and which event and metric to emit. The refresh path (refresh.py) has already
@@ -13,6 +16,7 @@ from lucidgrant import timing
 from lucidgrant.cache import Facts
 from lucidgrant.decide import expiry_wake
 from lucidgrant.grant import GrantSpec
+from lucidgrant.kube import KubeError, NotFoundError
 from lucidgrant.lucid import (
     ClientRejectedError,
     InvalidGrantError,
@@ -26,6 +30,7 @@ from lucidgrant.names import (
     EVENT_AUTHORIZATION_REFUSED,
     EVENT_REFRESH_FAILING,
     Reason,
+    secret_of_path,
 )
 from lucidgrant.status import authorize_command, client_rejected_message, dead_grant
 from lucidgrant.store import GrantState
@@ -147,4 +152,35 @@ def after_failure(
         retry,
         failing,
         error.reason,
+    )
+
+
+@dataclass(frozen=True)
+class AfterKubeError:
+    """What status says, when to run again, and which Secret the cache must forget."""
+
+    reason: Reason
+    message: str
+    next_at: float
+    evict: tuple[str, str] | None = None
+
+
+def after_kube_error(exc: KubeError | OSError, *, now: float, rand: float) -> AfterKubeError:
+    if isinstance(exc, KubeError) and exc.status == 422 and exc.fields:
+        # The server refused what we wrote: not an outage, and no retry will pass alone.
+        return AfterKubeError(
+            Reason.INVALID_SPEC,
+            f"The API server refused a write as invalid ({exc}; fields "
+            f"{', '.join(sorted(set(exc.fields)))}); check the names, labels and "
+            "annotations in the spec.",
+            now + timing.backoff_delay(6, rand),
+        )
+    # A Secret the cache held is gone (its deletion fell in a watch gap): read it afresh and
+    # run again soon.
+    gone = secret_of_path(exc.path) if isinstance(exc, NotFoundError) else None
+    return AfterKubeError(
+        Reason.KUBERNETES_UNAVAILABLE,
+        "A Kubernetes API call failed; retrying.",
+        now + timing.backoff_delay(0 if gone else 2, rand),
+        gone,
     )

@@ -1,7 +1,7 @@
 """The reconcile of one grant, start to end: snapshot -> decide -> act -> publish.
 
-1. `_snapshot` reads what the decision needs, through the cache (a routine refresh reads
-   nothing from the API server).
+1. `_snapshot` reads what the decision needs, through the cache (snapshot.py; a routine
+   refresh reads nothing from the API server).
 2. `decide` (decide.py, pure) says what to do and why.
 3. `_act` does it: for a refresh, lock -> Lucid -> store the rotated token first (refresh.py),
    then the consumer Secret (consumer.py); deletion goes to deletion.py.
@@ -18,7 +18,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from lucidgrant import timing
 from lucidgrant.cache import GrantRecord, Key, SecretReader
@@ -34,41 +34,23 @@ from lucidgrant.decide import (
     routine_refresh_at,
 )
 from lucidgrant.deletion import Deletion
-from lucidgrant.failures import after_failure
+from lucidgrant.failures import after_failure, after_kube_error
 from lucidgrant.grant import GrantSpec
-from lucidgrant.kube import KubeClient, KubeError, NotFoundError, error_text
+from lucidgrant.kube import KubeClient, KubeError, error_text
 from lucidgrant.lucid import ClientCredentials, LucidClient, TransientError
 from lucidgrant.lucid_gates import LucidGates
 from lucidgrant.lucid_health import unavailable_message
 from lucidgrant.metrics import Metrics
-from lucidgrant.names import EVENT_RECOVERED, REFRESH_NOW, Reason, grant_path, secret_of_path
+from lucidgrant.names import EVENT_RECOVERED, REFRESH_NOW, Reason, grant_path
 from lucidgrant.publish import AuthorizationURL, Progress, Publisher
 from lucidgrant.refresh import CONFIRM_DELAY, Failed, LockWait, Redemption, Refresher
 from lucidgrant.replay import handover_window_left
-from lucidgrant.secretdata import client_credentials, digest, marked, secret_value
-from lucidgrant.store import StateConflict, StateStore
+from lucidgrant.secretdata import digest
+from lucidgrant.snapshot import SnapshotReader
+from lucidgrant.store import StateStore
 from lucidgrant.timing import Sleep
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Client:
-    """The client Secret as the snapshot needs it: usable credentials, whether the Secret
-    exists (for the message), and its version (Lucid's rejection is remembered per version)."""
-
-    creds: ClientCredentials | None = field(default=None, repr=False)
-    found: bool = False
-    rv: str | None = None
-    missing: tuple[str, ...] = ()
-    unmarked: tuple[str, str, str] | None = None
-
-
-# The spec field that names the bootstrap Secret, by whether it holds a code.
-_BOOTSTRAP_FIELD = {
-    False: "spec.authorization.refreshTokenSecretRef.name",
-    True: "spec.authorization.codeSecretRef.name",
-}
 
 
 class Reconciler:
@@ -90,8 +72,8 @@ class Reconciler:
     ) -> None:
         self.kube = kube
         self.cache = secrets.cache
-        self.secrets = secrets
         self.store = store
+        self.reader = SnapshotReader(secrets, store)
         self.metrics = metrics
         self.clock = clock
         # When this replica took the leader Lease (None: no leader election, or standing by).
@@ -124,86 +106,18 @@ class Reconciler:
             log.warning(
                 "grant %s/%s: Kubernetes API call failed: %s; retrying", *key, error_text(exc)
             )
-            progress.problem = (
-                Reason.KUBERNETES_UNAVAILABLE,
-                "A Kubernetes API call failed; retrying.",
-            )
-            failures = 2
-            gone = secret_of_path(exc.path) if isinstance(exc, NotFoundError) else None
-            if gone is not None:
-                # A Secret the cache held is gone (its deletion fell in a watch gap): read it
-                # afresh and run again soon.
-                self.cache.secrets.pop(gone, None)
-                failures = 0
-            if isinstance(exc, KubeError) and exc.status == 422 and exc.fields:
-                # The server refused what we wrote: not an outage, and no retry will pass alone.
-                progress.problem = (
-                    Reason.INVALID_SPEC,
-                    f"The API server refused a write as invalid ({exc}; fields "
-                    f"{', '.join(sorted(set(exc.fields)))}); check the names, labels and "
-                    "annotations in the spec.",
-                )
-                failures = 6
-            progress.next_at = self.clock() + timing.backoff_delay(failures, self.rand())
+            verdict = after_kube_error(exc, now=self.clock(), rand=self.rand())
+            if verdict.evict is not None:
+                self.cache.secrets.pop(verdict.evict, None)
+            progress.problem = (verdict.reason, verdict.message)
+            progress.next_at = verdict.next_at
         return await self._finish(key, record, progress)
 
     async def _snapshot(self, key: Key, record: GrantRecord) -> Snapshot:
-        """Read what the decision needs, and no more: an invalid, deleted or suspended grant
-        reads no client or bootstrap Secret."""
-        meta = record.body["metadata"]
         facts = record.facts
         if self.gates.reopened(key):  # Lucid is back: the backoff of the outage is void
             facts = replace(facts, retry_at=None)
-        snap = Snapshot(
-            now=self.clock(),
-            spec=record.spec(),
-            facts=facts,
-            deleting=bool(meta.get("deletionTimestamp")),
-            refresh_now=REFRESH_NOW in (meta.get("annotations") or {}),
-            jitter=record.jitter,
-        )
-        spec = snap.spec
-        if snap.deleting or not isinstance(spec, GrantSpec):
-            return snap
-        try:
-            state = await self.store.current(record.body)  # created, empty, on first sight
-        except StateConflict as exc:
-            return replace(snap, state_conflict=str(exc))
-        if spec.suspend:
-            return replace(snap, state=state)
-        client = await self._client(key[0], spec)
-        unmarked = client.unmarked
-        bootstrap = None
-        if spec.bootstrap_ref is not None:
-            ref = spec.bootstrap_ref
-            secret = await self.secrets.get(key[0], ref.name)
-            if secret is not None and not marked(secret):
-                where = _BOOTSTRAP_FIELD[spec.code_ref is not None]
-                unmarked = unmarked or (where, key[0], ref.name)
-            else:
-                bootstrap = secret_value(secret, ref.key) or None
-        return replace(
-            snap,
-            state=state,
-            client=client.creds,
-            client_secret_found=client.found,
-            client_keys_missing=client.missing,
-            client_rv=client.rv,
-            bootstrap=bootstrap,
-            unmarked=unmarked,
-        )
-
-    async def _client(self, namespace: str, spec: GrantSpec) -> Client:
-        secret = await self.secrets.get(namespace, spec.client_secret_name)
-        if secret is None:
-            return Client()
-        if not marked(secret):
-            where = "spec.clientSecretRef.name"
-            return Client(found=True, unmarked=(where, namespace, spec.client_secret_name))
-        rv = str(secret["metadata"].get("resourceVersion", ""))
-        keys = (spec.client_id_key, spec.client_secret_key)
-        missing = tuple(k for k in keys if not secret_value(secret, k))
-        return Client(client_credentials(secret, spec), True, rv, missing)
+        return await self.reader.read(key, record, facts, self.clock())
 
     async def client_credentials(self, key: Key) -> ClientCredentials | None:
         """The grant's client credentials (for the authorization web flow)."""
@@ -211,7 +125,7 @@ class Reconciler:
         spec = record.spec() if record is not None else None
         if not isinstance(spec, GrantSpec):
             return None
-        return (await self._client(key[0], spec)).creds
+        return (await self.reader.client(key[0], spec)).creds
 
     # -- acting on the decision ---------------------------------------------------------------
 

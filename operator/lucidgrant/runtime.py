@@ -16,10 +16,11 @@ from typing import Any
 import httpx
 from prometheus_client import generate_latest
 
-from lucidgrant.authflow import AuthFlow, Redemption
+from lucidgrant.authflow import AuthFlow
 from lucidgrant.authstate import load_state_key
 from lucidgrant.cache import Cache, GrantRecord, Key, SecretReader, key_of
 from lucidgrant.config import Settings
+from lucidgrant.flowhost import Redemption
 from lucidgrant.grant import GrantSpec
 from lucidgrant.kube import Kube
 from lucidgrant.leader import LeaderElector

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from lucidgrant.authflow import AuthFlow, Redemption, add_routes, lucid_error_text
+from lucidgrant.authflow import AuthFlow, add_routes
 from lucidgrant.authstate import (
     COOKIE,
     MAX_USED,
@@ -26,6 +26,8 @@ from lucidgrant.authstate import (
 )
 from lucidgrant.cache import Cache, GrantRecord, Key
 from lucidgrant.config import Settings
+from lucidgrant.flowhost import Redemption
+from lucidgrant.flowpages import lucid_error_text
 from lucidgrant.lucid import ClientCredentials, InvalidGrantError, TokenSet, TransientError
 from lucidgrant.names import ANN_USED_STATES
 from lucidgrant.store import GrantState

@@ -77,7 +77,7 @@ def test_nothing_imports_upward():
     edges = graph()
     for bottom in ("names", "timing", "grant", "kube"):
         assert edges[f"lucidgrant.{bottom}"] == set(), bottom
-    for web in ("web", "authflow", "authstate"):
+    for web in ("web", "authflow", "authstate", "flowhost", "flowpages"):
         assert "lucidgrant.runtime" not in below(edges, f"lucidgrant.{web}"), web
     for pure in ("decide", "failures"):
         deep = below(edges, f"lucidgrant.{pure}")

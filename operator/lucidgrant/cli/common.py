@@ -30,6 +30,16 @@ class Group(click.Group):
     command_class = Command
 
 
+class AuthorizeError(Exception):
+    """A failure of `authorize` to tell the person; the message never holds a token or a
+    secret."""
+
+
+def tell(message: str) -> None:
+    """A line for the person, on stderr: stdout is kept for what a script reads."""
+    click.echo(message, err=True)
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     """One line on stderr and a non-zero exit: what went wrong and what to do."""
     click.echo(f"error: {message}", err=True)
