@@ -69,7 +69,7 @@ async def _secret(kube: Http, ns: str, name: str, values: dict[str, str]) -> Non
         "apiVersion": "v1",
         "kind": "Secret",
         # Marked for lucidgrant to read, as a person labels a client or bootstrap Secret.
-        "metadata": {"name": name, "labels": {"lucidgrant.dev/client": "true"}},
+        "metadata": {"name": name, "labels": {"lucidgrant.dev/role": "client"}},
         "data": {k: _b64(v) for k, v in values.items()},
     }
     await kube.post(SECRETS.format(ns=ns), body)

@@ -1,7 +1,11 @@
 """What the operator knows between events: each grant's latest object and bookkeeping, and the
 Secrets that matter (the state, client, bootstrap and consumer Secrets that some grant of this
 replica references). Fed by the watches, and by the answers of the operator's own writes, so
-that a routine refresh reads nothing from the API server."""
+that a routine refresh reads nothing from the API server.
+
+The Secret watch selects Secrets labelled for lucidgrant (names.SECRET_SELECTOR). A Secret
+outside that selection is never kept: no event would say when it changes or goes, so it is read
+afresh each time it matters."""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from typing import Any
 
 from lucidgrant.grant import GrantSpec, SpecError, parse_spec
 from lucidgrant.kube import KubeClient
-from lucidgrant.names import LABEL_CLIENT, LABEL_ROLE, secret_path, state_secret_name
+from lucidgrant.names import LABEL_ROLE, WATCHED_ROLES, secret_path, state_secret_name
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -115,6 +119,11 @@ def referenced_secrets(name: str, spec: GrantSpec | SpecError) -> set[str]:
     return names
 
 
+def watched(secret: Mapping[str, Any]) -> bool:
+    """Whether the Secret watch's label selector (names.SECRET_SELECTOR) selects it."""
+    return ((secret.get("metadata") or {}).get("labels") or {}).get(LABEL_ROLE) in WATCHED_ROLES
+
+
 @dataclass
 class Cache:
     grants: dict[Key, GrantRecord] = field(default_factory=dict)
@@ -165,21 +174,17 @@ class Cache:
         return set(self._refs.get(key_of(secret), ()))
 
     def observe_secret(self, secret: Mapping[str, Any], deleted: bool = False) -> bool:
-        """Remember a Secret from a watch event or a write's answer; True if it concerns us."""
+        """Remember a Secret from a watch event, a read or a write's answer; True if it
+        concerns us."""
         if not self.is_relevant(secret):
             return False
-        # The values of a Secret that is neither marked for lucidgrant nor written by it are
-        # never held: whatever a grant names, a password it should not see stays out of memory.
-        labels = (secret.get("metadata") or {}).get("labels") or {}
-        readable = labels.get(LABEL_CLIENT) == "true" or LABEL_ROLE in labels
-        secret = slim(secret, ("data", "type") if readable else ("type",))
         key = key_of(secret)
-        current = self.secrets.get(key)
-        if deleted:
-            if current is None or newer(secret, current):
-                self.secrets[key] = None
-        elif newer(secret, current):
-            self.secrets[key] = secret
+        if deleted or not watched(secret):
+            # Gone, or it left the selection (a selecting watch says DELETED for both), or it
+            # was never in it: the next read asks the API server.
+            self.secrets.pop(key, None)
+        elif newer(secret, self.secrets.get(key)):
+            self.secrets[key] = slim(secret, ("data", "type"))
         return True
 
     def secret(self, key: Key) -> tuple[bool, dict[str, Any] | None]:
@@ -208,4 +213,9 @@ class SecretReader:
             return None
         self.cache.observe_secret(fetched)
         # The watch may have brought a newer version while we read.
-        return self.cache.secret(key)[1] or fetched
+        known, secret = self.cache.secret(key)
+        if known and secret is not None:
+            return secret
+        # Not labelled for lucidgrant: its values are of no use here and are not held (a grant
+        # may name a password it must not see).
+        return slim(fetched, ("type",))

@@ -3,7 +3,9 @@ never before (a lost access token costs a refresh; a lost refresh token costs a 
 
 The operator creates the Secret (owned by the grant) if absent, and otherwise merges only its
 own keys, so that keys a person keeps there survive. It refuses Secrets that are not its to
-write: state Secrets, and Secrets another grant or another controller owns."""
+write: state Secrets, and Secrets another grant or another controller owns. A person lets a
+grant write into an existing Secret by labelling it as the operator labels the ones it creates
+(`opt_in_command`): a label, not an annotation, so that the Secret watch sees it."""
 
 from __future__ import annotations
 
@@ -17,12 +19,12 @@ from lucidgrant.kube import ConflictError, KubeClient
 from lucidgrant.names import (
     ANN_CONSUMER,
     ANN_GRANT,
-    ANN_WRITE_FOR,
+    GROUP,
     KIND,
-    LABEL_CLIENT,
     LABEL_GRANT,
     LABEL_ROLE,
     ROLE_ACCESS_TOKEN,
+    ROLE_CLIENT,
     ROLE_STATE,
     STATE_SUFFIX,
     Reason,
@@ -38,7 +40,7 @@ def consumer_conflict(
     secret: Mapping[str, Any], grant: Mapping[str, Any], spec: GrantSpec
 ) -> str | None:
     """Why the operator must not write into an existing Secret, or None if it may: only a
-    Secret this grant created (owner UID checked) or one a person opted in by annotation, and
+    Secret this grant created (owner UID checked) or one a person opted in by labels, and
     never a non-Opaque, state, client or bootstrap Secret."""
     meta = secret.get("metadata") or {}
     gmeta = grant["metadata"]
@@ -48,7 +50,7 @@ def consumer_conflict(
     if labels.get(LABEL_ROLE) == ROLE_STATE:
         return "it is a lucidgrant state Secret"
     bootstrap = spec.bootstrap_ref.name if spec.bootstrap_ref else None
-    if labels.get(LABEL_CLIENT) == "true" or meta.get("name") in (
+    if labels.get(LABEL_ROLE) == ROLE_CLIENT or meta.get("name") in (
         spec.client_secret_name,
         bootstrap,
     ):
@@ -59,12 +61,21 @@ def consumer_conflict(
     for ref in owners:
         if ref.get("kind") == KIND or ref.get("controller"):
             return f"it is owned by {ref.get('kind')} {ref.get('name')}"
-    if (meta.get("annotations") or {}).get(ANN_WRITE_FOR) == gmeta["name"]:
+    if all(labels.get(k) == v for k, v in _opt_in_labels(gmeta["name"]).items()):
         return None
     return (
-        "this grant did not create it; to let the grant write into it, annotate it with "
-        f"{ANN_WRITE_FOR}={gmeta['name']}"
+        "this grant did not create it; to let the grant write into it, label it: "
+        f"`{opt_in_command(gmeta['namespace'], str(meta.get('name')), gmeta['name'])}`"
     )
+
+
+def _opt_in_labels(grant_name: str) -> dict[str, str]:
+    return {LABEL_ROLE: ROLE_ACCESS_TOKEN, LABEL_GRANT: grant_label(grant_name)}
+
+
+def opt_in_command(namespace: str, name: str, grant_name: str) -> str:
+    labels = " ".join(f"{k}={v}" for k, v in _opt_in_labels(grant_name).items())
+    return f"kubectl label secret {name} -n {namespace} {labels}"
 
 
 def consumer_data(
@@ -114,10 +125,11 @@ class ConsumerSecrets:
         meta = grant["metadata"]
         namespace, uid = meta["namespace"], str(meta.get("uid", ""))
         consumer = spec.consumer
-        if LABEL_CLIENT in consumer.labels:
-            # Written by us, the label would let another grant read this Secret as its client
-            # Secret (its web-flow link shows client_id to anyone): only a person marks one.
-            return ConsumerResult(problem=(Reason.INVALID_SPEC, _CLIENT_LABEL))
+        if ours := sorted(k for k in consumer.labels if k.startswith(f"{GROUP}/")):
+            # The operator's labels say what a Secret is to it; asked for in the spec, one could
+            # mark a Secret it writes as a client Secret for another grant to read (whose
+            # web-flow link shows client_id to anyone): only a person marks one.
+            return ConsumerResult(problem=(Reason.INVALID_SPEC, _own_label(ours[0])))
         if why := self._forbidden(namespace, consumer.name):
             return ConsumerResult(problem=_conflict(consumer.name, why))
         existing = await self.secrets.get(namespace, consumer.name)
@@ -162,11 +174,7 @@ class ConsumerSecrets:
         """Create the Secret (owned by the grant) if absent, else merge only our keys."""
         meta = grant["metadata"]
         namespace = meta["namespace"]
-        labels = {
-            **consumer.labels,
-            LABEL_GRANT: grant_label(meta["name"]),
-            LABEL_ROLE: ROLE_ACCESS_TOKEN,
-        }
+        labels = {**consumer.labels, **_opt_in_labels(meta["name"])}
         annotations = {**consumer.annotations, ANN_GRANT: meta["name"]}
         if existing is None:
             body = {
@@ -185,7 +193,10 @@ class ConsumerSecrets:
             try:
                 return await self.kube.create(secret_path(namespace), body)
             except ConflictError:
-                pass  # created meanwhile (by a person or a cache that lagged): merge into it
+                # It exists after all (created meanwhile, or outside the watch's selection):
+                # forget what the cache said and check it before any write.
+                self.secrets.cache.secrets.pop((namespace, consumer.name), None)
+                raise
         patch = {
             "metadata": {"labels": labels, "annotations": annotations},
             "data": data,
@@ -205,11 +216,12 @@ class ConsumerSecrets:
             await self.kube.delete(secret_path(namespace, old))
 
 
-_CLIENT_LABEL = (
-    f"spec.accessTokenSecret.labels: Invalid value: {LABEL_CLIENT!r}: this label marks a Secret "
-    "for lucidgrant to read, which only a person may do, and the access-token Secret is one the "
-    "operator writes; remove the label."
-)
+def _own_label(key: str) -> str:
+    return (
+        f"spec.accessTokenSecret.labels: Invalid value: {key!r}: labels under {GROUP}/ are the "
+        "operator's (one of them marks a Secret for lucidgrant to read, which only a person may "
+        "do, and the access-token Secret is one the operator writes); remove the label."
+    )
 
 
 def _conflict(name: str, why: str) -> tuple[Reason, str]:

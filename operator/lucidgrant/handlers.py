@@ -10,11 +10,13 @@ import kopf
 
 from lucidgrant.config import Settings
 from lucidgrant.kube import Kube
-from lucidgrant.names import GROUP, PLURAL, VERSION
+from lucidgrant.names import GROUP, PLURAL, SECRET_SELECTOR, VERSION
 from lucidgrant.runtime import Runtime
 from lucidgrant.watch_errors import survive_watch_errors
 
 log = logging.getLogger(__name__)
+
+SECRETS = ("", "v1", "secrets")
 
 
 @kopf.on.startup()
@@ -27,6 +29,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.connect_timeout = 30
     # A real API server's 5xx and in-stream errors must not stop the operator.
     survive_watch_errors(settings)
+    # Only Secrets labelled for lucidgrant, selected by the API server: the cluster's other
+    # Secrets (Helm releases can be megabytes each) never reach the process.
+    settings.watching.label_selectors[SECRETS] = SECRET_SELECTOR
     runtime = Runtime(memo.get("settings") or Settings.from_env(), await Kube.connect())
     await runtime.start()
     memo["runtime"] = runtime
@@ -46,6 +51,6 @@ async def grant_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     memo["runtime"].on_grant(event.get("type") or "ADDED", dict(event["object"]))
 
 
-@kopf.on.event("", "v1", "secrets")
+@kopf.on.event(*SECRETS)
 async def secret_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     memo["runtime"].on_secret(event.get("type") or "ADDED", dict(event["object"]))

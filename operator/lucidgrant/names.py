@@ -73,15 +73,22 @@ def state_secret_name(grant_name: str) -> str:
     return f"{grant_name}{STATE_SUFFIX}"
 
 
+# Every Secret the operator reads carries this label, and its Secret watch selects on it
+# (SECRET_SELECTOR): other Secrets never reach the process, so its memory does not grow with
+# the cluster's. One key for all, since a label selector cannot OR two keys.
 LABEL_ROLE = "lucidgrant.dev/role"
+# On a client or bootstrap Secret, set by a person: lets the operator read it. Nothing in an
+# unmarked Secret is read, so a grant cannot name a database password as its client id.
+ROLE_CLIENT = "client"
+ROLE_STATE = "state"
+# On the access-token Secrets the operator writes; a person sets it, with LABEL_GRANT, on an
+# existing Secret to let one grant write into it.
+ROLE_ACCESS_TOKEN = "access-token"
+ROLE_KEY = "key"  # the web flow's key Secret, read by name, not watched
+WATCHED_ROLES = (ROLE_CLIENT, ROLE_STATE, ROLE_ACCESS_TOKEN)
+SECRET_SELECTOR = f"{LABEL_ROLE} in ({','.join(WATCHED_ROLES)})"
 LABEL_GRANT = "lucidgrant.dev/grant"
 LABEL_VALUE_MAX = 63  # the API server refuses longer label values (422)
-ROLE_STATE = "state"
-ROLE_ACCESS_TOKEN = "access-token"
-ROLE_KEY = "key"
-# On a client or bootstrap Secret, set by a person: "true" lets the operator read it. Nothing in
-# an unmarked Secret is read, so a grant cannot name a database password as its client id.
-LABEL_CLIENT = "lucidgrant.dev/client"
 LABEL_APP = "app.kubernetes.io/name"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 
@@ -115,8 +122,6 @@ ANN_ROTATED_AT = _A + "rotated-at"
 ANN_CONSUMER = _A + "consumer-secret"
 # The web flow's used states (authstate.record_use), on the state Secret.
 ANN_USED_STATES = _A + "used-states"
-# On an existing Secret a person lets a grant write its access token into: the grant's name.
-ANN_WRITE_FOR = _A + "grant"
 # On the state and consumer Secrets: the grant's full name (LABEL_GRANT may hold a short form).
 ANN_GRANT = _A + "grant-name"
 

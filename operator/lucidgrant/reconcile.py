@@ -53,6 +53,10 @@ from lucidgrant.timing import Sleep
 log = logging.getLogger(__name__)
 
 
+# Reasons a Secret outside the Secret watch's selection may cause (timing.UNWATCHED_RECHECK).
+_SECRET_PROBLEMS = (Reason.SECRET_CONFLICT, Reason.SECRET_NOT_MARKED)
+
+
 class Reconciler:
     def __init__(
         self,
@@ -111,7 +115,12 @@ class Reconciler:
                 self.cache.secrets.pop(verdict.evict, None)
             progress.problem = (verdict.reason, verdict.message)
             progress.next_at = verdict.next_at
-        return await self._finish(key, record, progress)
+        at = await self._finish(key, record, progress)
+        if progress.problem is not None and progress.problem[0] in _SECRET_PROBLEMS:
+            # Not in the status's next refresh time: a look, not a refresh.
+            recheck = self.clock() + timing.UNWATCHED_RECHECK
+            at = recheck if at is None else min(at, recheck)
+        return at
 
     async def _snapshot(self, key: Key, record: GrantRecord) -> Snapshot:
         facts = record.facts

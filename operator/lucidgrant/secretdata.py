@@ -10,7 +10,7 @@ from typing import Any
 
 from lucidgrant.grant import GrantSpec
 from lucidgrant.lucid import ClientCredentials
-from lucidgrant.names import LABEL_CLIENT
+from lucidgrant.names import LABEL_ROLE, ROLE_CLIENT
 
 
 def digest(value: str) -> str:
@@ -33,15 +33,15 @@ def unb64(value: str | None) -> str | None:
 
 def marked(secret: Mapping[str, Any] | None) -> bool:
     """Whether a person marked the Secret for lucidgrant to read (an Opaque Secret labelled
-    lucidgrant.dev/client=true). The API server defaults an absent type to Opaque."""
+    lucidgrant.dev/role=client). The API server defaults an absent type to Opaque."""
     if not secret:
         return False
     labels = (secret.get("metadata") or {}).get("labels") or {}
-    return labels.get(LABEL_CLIENT) == "true" and secret.get("type", "Opaque") == "Opaque"
+    return labels.get(LABEL_ROLE) == ROLE_CLIENT and secret.get("type", "Opaque") == "Opaque"
 
 
 def mark_command(namespace: str, name: str) -> str:
-    return f"kubectl label secret {name} -n {namespace} {LABEL_CLIENT}=true"
+    return f"kubectl label secret {name} -n {namespace} {LABEL_ROLE}={ROLE_CLIENT}"
 
 
 def secret_value(secret: Mapping[str, Any] | None, key: str) -> str | None:

@@ -20,6 +20,9 @@ RETRY_AFTER_CAP = BACKOFF_CAP * 4
 # Give up on transient errors only when the refresh token is this close to its end: the refresh
 # token itself is what a person would have to replace.
 REFRESH_TOKEN_FLOOR = 60.0
+# A grant held by a Secret outside the Secret watch's selection (an unmarked client Secret, a
+# stray state Secret) looks again this often: no event says when such a Secret changes or goes.
+UNWATCHED_RECHECK = 60.0
 
 
 def refresh_margin(refresh_before: float, access_lifetime: float) -> float:

@@ -50,7 +50,7 @@ class Demo:
         data = {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
         meta = {
             "name": name,
-            "labels": {"lucidgrant.dev/client": "true"},
+            "labels": {"lucidgrant.dev/role": "client"},
         }  # marked for lucidgrant to read
         body = {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "data": data}
         if self.api.post(SECRETS, json=body).status_code == 409:

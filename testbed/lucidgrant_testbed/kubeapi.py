@@ -90,6 +90,7 @@ class RequestRecord:
     # Tells the operator's calls from a test's own in an RBAC check.
     user_agent: str = ""
     user: str = ""
+    label_selector: str = ""  # of a list or watch
 
 
 @dataclass
@@ -542,6 +543,7 @@ class KubeAPI:
             target.namespace or "",
             target.name or "",
             user_agent=request.headers.get("User-Agent", ""),
+            label_selector=request.query.get("labelSelector", ""),
         )
         self.requests.append(record)
         return record

@@ -12,7 +12,6 @@ from lucidgrant.lucid import ClientCredentials
 from lucidgrant.names import (
     ANN_LOCK_HOLDER,
     ANN_LOCK_UNTIL,
-    ANN_WRITE_FOR,
     FINALIZER,
     REFRESH_NOW,
     grant_path,
@@ -23,7 +22,7 @@ from lucidgrant.refresh import CONFIRM_DELAY
 from lucidgrant.secretdata import b64
 from lucidgrant.wal import RotationLog
 
-from .world import NS, World, grant_body
+from .world import NS, OPTED_IN, World, grant_body
 
 STATE = secret_path(NS, state_secret_name("g"))
 CONSUMER = secret_path(NS, "tok")
@@ -283,11 +282,12 @@ async def test_a_consumer_secret_created_meanwhile_is_merged_into(world):
 
     def person_creates_it(method: str, path: str) -> None:
         if (method, path) == ("POST", CONSUMER) and CONSUMER not in world.kube.objects:
-            meta = {"name": "tok", "annotations": {ANN_WRITE_FOR: "g"}}  # opted in
+            meta = {"name": "tok", "labels": OPTED_IN}
             world.kube.put(CONSUMER, {"metadata": meta, "data": {"keep": b64("me")}})
             raise ConflictError(method, path, 409, "AlreadyExists")
 
     world.kube.fault = person_creates_it
+    await world.reconcile()  # the create fails: it is read, then merged into
     await world.reconcile()
     assert world.condition("Ready") == ("True", "Refreshed")
     assert world.secret("tok", "keep") == "me"
@@ -419,7 +419,7 @@ async def test_the_grant_path_is_where_status_goes(world):
 
 async def test_an_existing_secret_keeps_its_keys_and_a_state_secret_is_refused(world):
     world.authorized_grant(accessTokenSecret={"name": "tok", "keys": {"authorizationHeader": "h"}})
-    world.put_secret("tok", {"other": "kept"}, labels={}, annotations={ANN_WRITE_FOR: "g"})
+    world.put_secret("tok", {"other": "kept"}, labels=OPTED_IN)
     await world.reconcile()
     assert world.secret("tok", "other") == "kept"
     assert world.secret("tok", "h") == f"Bearer {world.secret('tok', 'access_token')}"

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import json
 
-from lucidgrant.names import ANN_WRITE_FOR, LABEL_CLIENT, secret_path, state_secret_name
+import pytest
 
-from .world import NS, World, grant_body
+from lucidgrant.kube import ConflictError
+from lucidgrant.names import LABEL_ROLE, ROLE_CLIENT, secret_path, state_secret_name
+from lucidgrant.timing import UNWATCHED_RECHECK
+
+from .world import NS, OPTED_IN, World, grant_body
 
 PASSWORD = "db-password-do-not-leak"
 SA_TOKEN = "kubernetes.io/service-account-token"
@@ -27,7 +31,7 @@ async def test_an_unmarked_client_secret_is_never_read(world, caplog):
     await world.reconcile()
     assert world.condition("Ready") == ("False", "SecretNotMarked")
     message = world.grant()["status"]["conditions"][0]["message"]
-    assert f"kubectl label secret db -n {NS} {LABEL_CLIENT}=true" in message
+    assert f"kubectl label secret db -n {NS} {LABEL_ROLE}={ROLE_CLIENT}" in message
     assert "spec.clientSecretRef.name" in message
     assert world.refresh_calls() == 0
     assert PASSWORD not in everything_written(world, caplog.text)
@@ -35,7 +39,7 @@ async def test_an_unmarked_client_secret_is_never_read(world, caplog):
 
 
 async def test_a_service_account_token_secret_is_not_read_even_when_labelled(world):
-    labels = {LABEL_CLIENT: "true"}
+    labels = {LABEL_ROLE: ROLE_CLIENT}
     world.put_secret("sa", {"client_id": PASSWORD, "client_secret": PASSWORD}, labels=labels)
     world.kube.objects[secret_path(NS, "sa")]["type"] = SA_TOKEN
     world.cache.observe_secret(world.kube.objects[secret_path(NS, "sa")])
@@ -77,7 +81,7 @@ async def refused(world: World, consumer: str) -> str:
 
 
 async def test_a_service_account_token_secret_is_not_written(world):
-    world.put_secret("sa", {"token": "sa-token"}, labels={}, annotations={ANN_WRITE_FOR: "g"})
+    world.put_secret("sa", {"token": "sa-token"}, labels=OPTED_IN)
     world.kube.objects[secret_path(NS, "sa")]["type"] = SA_TOKEN
     assert "only Opaque Secrets are written" in await refused(world, "sa")
 
@@ -85,7 +89,8 @@ async def test_a_service_account_token_secret_is_not_written(world):
 async def test_a_secret_without_opt_in_is_not_written(world):
     world.put_secret("app", {"password": PASSWORD}, labels={})
     message = await refused(world, "app")
-    assert f"annotate it with {ANN_WRITE_FOR}=g" in message
+    opt_in = f"`kubectl label secret app -n {NS} lucidgrant.dev/role=access-token lucidgrant.dev/grant=g`"
+    assert f"to let the grant write into it, label it: {opt_in}" in message
 
 
 async def test_its_own_client_secret_is_not_written(world):
@@ -102,7 +107,7 @@ async def test_nothing_is_written_in_the_operators_namespace(world):
 
 
 async def test_an_opted_in_secret_is_written_and_keeps_its_keys(world):
-    world.put_secret("app", {"other": "kept"}, labels={}, annotations={ANN_WRITE_FOR: "g"})
+    world.put_secret("app", {"other": "kept"}, labels=OPTED_IN)
     world.authorized_grant(accessTokenSecret={"name": "app"})
     await world.reconcile()
     assert world.condition("Ready") == ("True", "Refreshed")
@@ -138,18 +143,53 @@ async def test_a_deleted_namesakes_state_secret_is_not_adopted(world):
     assert world.state().refresh_token == old, "untouched"
 
 
-async def test_a_grant_cannot_mark_its_access_token_secret_for_reading(world, caplog):
-    """Labelled lucidgrant.dev/client=true through the spec, the access-token Secret would be
+@pytest.mark.parametrize("label", [LABEL_ROLE, "lucidgrant.dev/client"])
+async def test_a_grant_cannot_mark_its_access_token_secret_for_reading(world, label):
+    """Labelled lucidgrant.dev/role=client through the spec, the access-token Secret would be
     readable as another grant's client Secret, whose web-flow link then carries the access
-    token to Lucid's page as client_id (and in its Location header to whoever asks)."""
-    labels = {LABEL_CLIENT: "true"}
+    token to Lucid's page as client_id (and in its Location header to whoever asks). No label
+    under lucidgrant.dev/ is taken from the spec."""
+    labels = {label: ROLE_CLIENT}
     world.authorized_grant(accessTokenSecret={"name": "tok", "labels": labels})
     await world.reconcile()
     assert world.condition("Ready") == ("False", "InvalidSpec")
     message = world.grant()["status"]["conditions"][0]["message"]
-    assert f"spec.accessTokenSecret.labels: Invalid value: '{LABEL_CLIENT}'" in message
+    assert f"spec.accessTokenSecret.labels: Invalid value: '{label}'" in message
     assert world.state().refresh_token == world.lucid.live_refresh_token(), "still refreshed"
     assert world.kube.objects.get(secret_path(NS, "tok")) is None, "never written"
     keys = {"clientIdKey": "access_token", "clientSecretKey": "token_type"}
     world.put_grant(grant_body("h", clientSecretRef={"name": "tok", **keys}, authorization=None))
     assert await world.reconciler.client_credentials((NS, "h")) is None
+
+
+async def test_a_stray_state_secret_deleted_unseen_is_noticed(world):
+    """Unlabelled, the stray Secret is outside the Secret watch's selection: no event tells
+    of its deletion, so the grant looks again by itself."""
+    world.put_secret(state_secret_name("g"), {"refresh_token": "planted"}, labels={})
+    world.authorized_grant()
+    at = await world.reconcile()
+    assert world.condition("Ready") == ("False", "SecretConflict")
+    assert at is not None and at <= world.clock() + UNWATCHED_RECHECK
+    del world.kube.objects[secret_path(NS, state_secret_name("g"))]  # no watch event
+    world.clock.now += UNWATCHED_RECHECK
+    await world.reconcile()
+    assert world.condition("Ready") == ("True", "Refreshed")
+
+
+async def test_a_secret_that_appeared_unseen_is_checked_before_any_write(world):
+    """The cache saw no Secret of that name; an app's Secret appeared since, outside the watch's
+    selection. The operator's create fails, and it must not merge into the app's Secret."""
+    world.authorized_grant()
+    path = secret_path(NS, "tok")
+
+    def app_creates_it(method: str, where: str) -> None:
+        if (method, where) == ("POST", path) and path not in world.kube.objects:
+            world.kube.put(path, {"metadata": {"name": "tok"}, "data": {"password": "eA=="}})
+            raise ConflictError(method, where, 409, "AlreadyExists")
+
+    world.kube.fault = app_creates_it
+    await world.reconcile()
+    world.kube.fault = None
+    await world.reconcile()
+    assert world.condition("Ready") == ("False", "SecretConflict")
+    assert set(world.kube.objects[path]["data"]) == {"password"}, "untouched"

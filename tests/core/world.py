@@ -14,7 +14,15 @@ import httpx
 from lucidgrant.cache import Cache, GrantRecord, SecretReader
 from lucidgrant.lucid import LucidClient
 from lucidgrant.metrics import Metrics
-from lucidgrant.names import LABEL_CLIENT, grant_path, secret_path, state_secret_name
+from lucidgrant.names import (
+    LABEL_GRANT,
+    LABEL_ROLE,
+    ROLE_ACCESS_TOKEN,
+    ROLE_CLIENT,
+    grant_path,
+    secret_path,
+    state_secret_name,
+)
 from lucidgrant.reconcile import Reconciler
 from lucidgrant.secretdata import secret_value
 from lucidgrant.store import StateStore, parse_state
@@ -23,6 +31,8 @@ from lucidgrant.wal import RotationLog
 from .fakes import FakeClock, FakeKube, FakeLucid
 
 NS = "ns"
+# The labels by which a person lets grant "g" write into an existing Secret.
+OPTED_IN = {LABEL_ROLE: ROLE_ACCESS_TOKEN, LABEL_GRANT: "g"}
 
 
 OPERATOR_NS = "lucidgrant-system"
@@ -80,7 +90,7 @@ class World:
     def put_secret(self, name: str, values: dict[str, str], **meta: Any) -> dict[str, Any]:
         """A Secret; labelled for lucidgrant to read unless `labels` are given."""
         data = {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
-        meta.setdefault("labels", {LABEL_CLIENT: "true"})
+        meta.setdefault("labels", {LABEL_ROLE: ROLE_CLIENT})
         body = {"metadata": {"name": name, "namespace": NS, **meta}, "data": data}
         stored = self.kube.put(secret_path(NS, name), body)
         self.cache.observe_secret(stored)

@@ -69,7 +69,7 @@ class Cluster:
         data = {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
         existing = self.http.get(f"{SECRETS.format(ns=ns)}/{name}")
         if existing.status_code == 404:
-            labels = {"lucidgrant.dev/client": "true"} if marked else {}
+            labels = {"lucidgrant.dev/role": "client"} if marked else {}
             meta = {"name": name, "labels": labels}
             body = {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "data": data}
             return self._ok(self.http.post(SECRETS.format(ns=ns), json=body))

@@ -112,7 +112,7 @@ def test_dry_run_prints_the_manifest_and_writes_nothing(cluster, lucid, admin_ku
     assert manifest["metadata"] == {
         "name": "reporting-bootstrap",
         "namespace": "default",
-        "labels": {"lucidgrant.dev/client": "true"},
+        "labels": {"lucidgrant.dev/role": "client"},
     }
     (token,) = manifest["stringData"].values()
     assert token in lucid.live_refresh_tokens()

@@ -19,8 +19,10 @@ def grant(name="g", rv="5", consumer="tok", generation=1):
     }
 
 
-def secret(name, rv):
-    return {"metadata": {"namespace": "ns", "name": name, "resourceVersion": rv}}
+def secret(name, rv, role="client"):
+    """A Secret the operator's watch selects (labelled lucidgrant.dev/role), unless role=None."""
+    labels = {"lucidgrant.dev/role": role} if role else {}
+    return {"metadata": {"namespace": "ns", "name": name, "resourceVersion": rv, "labels": labels}}
 
 
 def test_only_referenced_secrets_are_kept_and_older_versions_never_win():
@@ -34,7 +36,10 @@ def test_only_referenced_secrets_are_kept_and_older_versions_never_win():
     assert cache.observe_secret(secret("g-lucidgrant-state", "8"))
     assert set(cache.grants_of_secret(secret("boot", "9"))) == {("ns", "g")}
     cache.observe_secret(secret("client", "10"), deleted=True)
-    assert cache.secret(("ns", "client")) == (True, None)
+    # Deleted, or it left the watch's selection (DELETED too): the next read asks.
+    assert cache.secret(("ns", "client")) == (False, None)
+    assert cache.observe_secret(secret("boot", "11", role=None))
+    assert cache.secret(("ns", "boot")) == (False, None), "outside the selection: never kept"
 
 
 def test_a_renamed_reference_drops_the_old_secret_and_forget_drops_all():
@@ -74,7 +79,13 @@ async def test_secrets_are_read_from_the_api_server_once_then_from_the_cache():
     )
     assert await reader.get("ns", "boot") is None
     assert await reader.get("ns", "boot") is None, "absence is remembered too"
-    assert [c for c in kube.calls if c[0] == "GET"] == [
-        ("GET", "/api/v1/namespaces/ns/secrets/client"),
-        ("GET", "/api/v1/namespaces/ns/secrets/boot"),
+    kube.put("/api/v1/namespaces/ns/secrets/tok", {**secret("tok", "2", role=None), "data": {}})
+    for _ in range(2):
+        unmarked = await reader.get("ns", "tok")
+        assert unmarked is not None and "data" not in unmarked, "values not held"
+    assert [c[1].rsplit("/", 1)[1] for c in kube.calls if c[0] == "GET"] == [
+        "client",
+        "boot",
+        "tok",
+        "tok",  # outside the watch's selection: read each time, no event would update it
     ]

@@ -52,7 +52,7 @@ from lucidgrant.grant import GrantSpec, SpecError, parse_spec
 from lucidgrant.kube import Kube, KubeConfigError, KubeError
 from lucidgrant.lucid import DEFAULT_API_URL, DEFAULT_APP_URL, ClientCredentials, LucidClient
 from lucidgrant.lucid import LucidError as LucidFailure
-from lucidgrant.names import grant_path, secret_path
+from lucidgrant.names import LABEL_ROLE, ROLE_CLIENT, grant_path, secret_path
 from lucidgrant.secretdata import client_credentials
 
 DEFAULT_PORT = 8765
@@ -108,7 +108,7 @@ async def _credentials(
         raise AuthorizeError(
             f"the client Secret {spec.client_secret_name!r} is missing, lacks keys "
             f"{spec.client_id_key}/{spec.client_secret_key} or is not labelled "
-            f"lucidgrant.dev/client=true; give --client-id and "
+            f"{LABEL_ROLE}={ROLE_CLIENT}; give --client-id and "
             f"--client-secret-file (or {CLIENT_SECRET_ENV})"
         )
     return creds

@@ -17,8 +17,9 @@ from lucidgrant.cli.common import AuthorizeError
 from lucidgrant.grant import GrantSpec, SpecError, parse_spec
 from lucidgrant.kube import Kube
 from lucidgrant.names import (
-    LABEL_CLIENT,
     LABEL_MANAGED_BY,
+    LABEL_ROLE,
+    ROLE_CLIENT,
     grants_path,
     secret_path,
     state_secret_name,
@@ -99,7 +100,7 @@ def secret_manifest(namespace: str, target: Target, refresh_token: str) -> dict[
         "metadata": {
             "name": target.secret,
             "namespace": namespace,
-            "labels": {LABEL_CLIENT: "true"},
+            "labels": {LABEL_ROLE: ROLE_CLIENT},
         },
         "stringData": {target.key: refresh_token},
     }
@@ -133,7 +134,7 @@ async def write_secret(kube: Kube, namespace: str, target: Target, refresh_token
         body["metadata"]["labels"][LABEL_MANAGED_BY] = "lucidgrant-cli"
         await kube.create(secret_path(namespace), body)
     else:
-        patch = {"metadata": {"labels": {LABEL_CLIENT: "true"}}, "data": {target.key: encoded}}
+        patch = {"metadata": {"labels": {LABEL_ROLE: ROLE_CLIENT}}, "data": {target.key: encoded}}
         await kube.patch(path, patch)
 
 
