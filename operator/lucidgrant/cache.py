@@ -187,6 +187,38 @@ class Cache:
             self.secrets[key] = slim(secret, ("data", "type"))
         return True
 
+    # -- what a fresh list says that a watch may have missed (resync.py) -------------------
+
+    def secret_changed(self, listed: Mapping[str, Any]) -> bool:
+        """A listed Secret the cache holds as absent, or holds older."""
+        known, cached = self.secret(key_of(listed))
+        return known and (cached is None or _rv(listed) > _rv(cached))
+
+    def grant_changed(self, listed: Mapping[str, Any]) -> bool:
+        """A listed grant the cache lacks, or holds older."""
+        record = self.grants.get(key_of(listed))
+        return record is None or _rv(listed) > _rv(record.body)
+
+    def secrets_gone(self, namespace: str, listed: set[Key], list_rv: int) -> list[dict[str, Any]]:
+        """Secrets of this namespace the cache holds that a list at `list_rv` did not: deleted
+        unseen. One written after the list began (a newer resourceVersion) is not."""
+        return [
+            secret
+            for key, secret in self.secrets.items()
+            if key[0] == namespace
+            and secret is not None
+            and key not in listed
+            and _rv(secret) <= list_rv
+        ]
+
+    def grants_gone(self, namespace: str, listed: set[Key], list_rv: int) -> list[dict[str, Any]]:
+        """The same for grants."""
+        return [
+            record.body
+            for key, record in self.grants.items()
+            if key[0] == namespace and key not in listed and _rv(record.body) <= list_rv
+        ]
+
     def secret(self, key: Key) -> tuple[bool, dict[str, Any] | None]:
         """(known, secret): known is False when the cache has never seen it."""
         if key in self.secrets:

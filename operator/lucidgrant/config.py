@@ -60,6 +60,9 @@ class Settings:
     # Where rotated refresh tokens wait between Lucid's answer and the state Secret (wal.py),
     # so that a restarted container stores what a killed one could not. None: no log.
     wal_dir: str | None = None
+    # Seconds between re-lists of the grants and Secrets the cache holds (resync.py): the bound
+    # on healing an event a watch gap lost.
+    resync_interval: float = 300.0
     # Shards: this replica handles only grants whose labels match (key=value,...).
     selector: dict[str, str] = field(default_factory=dict)
     # Identifies this process in locks and the leader Lease: host, pid and a random part, so a
@@ -245,4 +248,6 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
     EnvVar("LUCIDGRANT_STATE_TTL", "state_ttl", "seconds a web-flow link stays valid",
            _seconds),
     EnvVar("LUCIDGRANT_WAL_DIR", "wal_dir", "directory of the write-ahead log of rotated tokens"),
+    EnvVar("LUCIDGRANT_RESYNC_INTERVAL", "resync_interval",
+           "seconds between re-lists that heal events a watch gap lost", _seconds),
 )  # fmt: skip

@@ -9,7 +9,7 @@ from typing import Any
 import kopf
 
 from lucidgrant.config import Settings
-from lucidgrant.kube import Kube
+from lucidgrant.kube import LIST_CHUNK, Kube
 from lucidgrant.names import GROUP, PLURAL, SECRET_SELECTOR, VERSION
 from lucidgrant.runtime import Runtime
 from lucidgrant.watch_errors import survive_watch_errors
@@ -27,6 +27,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
+    # Lists in chunks, as client-go's informers do: a cluster's every Secret is not one answer.
+    settings.watching.chunk_size = LIST_CHUNK
     # A real API server's 5xx and in-stream errors must not stop the operator.
     survive_watch_errors(settings)
     # Only Secrets labelled for lucidgrant, selected by the API server: the cluster's other

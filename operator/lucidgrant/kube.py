@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
@@ -18,6 +19,9 @@ from kubernetes.aio import config as kconfig
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+# Items per page of a list, as client-go's informers ask (tools/pager's default): a namespace
+# with thousands of Secrets never arrives as one answer.
+LIST_CHUNK = 500
 
 
 class KubeError(Exception):
@@ -173,6 +177,25 @@ class Kube:
             raise _error(method, path, response.status, data)
         result = json.loads(data) if data else {}
         return result if isinstance(result, dict) else {}
+
+    async def pages(
+        self, path: str, query: dict[str, str] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """A list in chunks of LIST_CHUNK, each page as the server answered it (its `items` and
+        `metadata`), following `continue` to the end. A 410 on an expired continue token raises
+        like any error: the caller lists again from the start."""
+        params = {**(query or {}), "limit": str(LIST_CHUNK)}
+        while True:
+            page = await self.request("GET", path, query=params)
+            yield page
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return
+            params["continue"] = str(token)
+
+    async def list(self, path: str, query: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        """Every item of a list, page by page."""
+        return [item async for page in self.pages(path, query) for item in page.get("items") or []]
 
     async def get(self, path: str) -> dict[str, Any] | None:
         try:

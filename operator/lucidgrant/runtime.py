@@ -31,6 +31,7 @@ from lucidgrant.metrics import Metrics
 from lucidgrant.names import READY, REAUTH
 from lucidgrant.reconcile import Reconciler
 from lucidgrant.replay import replay
+from lucidgrant.resync import Resync
 from lucidgrant.status import condition_of
 from lucidgrant.store import StateStore
 from lucidgrant.wal import Rotation, RotationLog
@@ -151,6 +152,8 @@ class Runtime:
         self._tasks.append(asyncio.create_task(self._replay_then_run(), name="work queue"))
         if self.elector is not None:
             self._tasks.append(asyncio.create_task(self.elector.run(), name="leader election"))
+        resync = Resync(self.kube, self.cache, self.on_grant, self.on_secret, s.selector)
+        self._tasks.append(asyncio.create_task(resync.run(s.resync_interval), name="resync"))
         self.started = True
         log.info("lucidgrant started as %s", self.settings.identity)
 

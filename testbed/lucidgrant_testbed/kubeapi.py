@@ -91,6 +91,7 @@ class RequestRecord:
     user_agent: str = ""
     user: str = ""
     label_selector: str = ""  # of a list or watch
+    query: str = ""  # the query string: a test sees `limit` and `continue` on lists
 
 
 @dataclass
@@ -544,6 +545,7 @@ class KubeAPI:
             target.name or "",
             user_agent=request.headers.get("User-Agent", ""),
             label_selector=request.query.get("labelSelector", ""),
+            query=request.query_string,
         )
         self.requests.append(record)
         return record

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from lucidgrant.names import LABEL_ROLE, ROLE_CLIENT
 from lucidgrant_testbed.kube_rbac import OWNER_REFERENCES_PERMISSION_ENFORCEMENT
 
 from .flow import Browser, auth_url, start_flow
@@ -82,6 +83,55 @@ def test_a_consumer_secret_deleted_in_a_watch_gap_is_created_again(
     rotations = lucid.grant_info(grant_id).rotations
     wait_for(lambda: lucid.grant_info(grant_id).rotations >= rotations + 2, what="rotations")
     wait_for(lambda: cluster.secret("lucid-token"), timeout=20, what="consumer Secret again")
+
+
+def test_a_secret_deleted_unseen_is_created_again_within_the_resync_interval(
+    kube_api, cluster, lucid, start_operator
+):
+    """The re-list (lucidgrant/resync.py) heals a DELETED a watch gap lost, within its interval,
+    without waiting for a refresh to find the Secret gone: no rotation falls in the wait."""
+    kube, _ = kube_api
+    lucid.access_ttl = 3600.0  # the next refresh is 50 minutes away
+    grant_id = setup_grant(cluster, lucid)
+    start_operator(LUCIDGRANT_RESYNC_INTERVAL="3")
+    ready(cluster)
+    wait_for(lambda: cluster.secret("lucid-token"), what="consumer Secret")
+    rotations = lucid.grant_info(grant_id).rotations
+    kube.faults.add("GET", "/secrets", 503, verbs=("watch",), seconds=3)
+    kube.drop_watches()
+    cluster.delete_secret("lucid-token")
+    kube.restart()
+    # The bound: the interval, the 3 s of refused watches, and a busy machine's slack.
+    wait_for(lambda: cluster.secret("lucid-token"), timeout=20, what="consumer Secret again")
+    assert lucid.grant_info(grant_id).rotations == rotations
+
+
+def test_lists_are_read_in_chunks_to_the_end(kube_api, cluster, lucid, start_operator):
+    """kopf's lists and the re-list ask for pages of 500 and follow `continue`: the grant's
+    Secrets come after 600 others, on the second page, and are never taken for deleted."""
+    kube, _ = kube_api
+    labels = {LABEL_ROLE: ROLE_CLIENT}  # selected by the Secret watch, referenced by no grant
+    kube.apply([{"apiVersion": "v1", "kind": "Secret",
+                 "metadata": {"name": f"filler-{i:03}", "labels": labels}}
+                for i in range(600)])  # fmt: skip
+    setup_grant(cluster, lucid)
+    proc = start_operator(LUCIDGRANT_RESYNC_INTERVAL="1")
+    ready(cluster)
+
+    def continued(user_agent: str) -> int:
+        return sum(
+            1
+            for r in list(kube.requests)
+            if (r.verb, r.resource) == ("list", "secrets")
+            and "limit=500" in r.query
+            and "continue=" in r.query
+            and user_agent in r.user_agent
+        )
+
+    wait_for(lambda: continued("kopf") >= 1, what="kopf's second page")
+    wait_for(lambda: continued("OpenAPI") >= 2, what="two re-lists' second pages")
+    assert "is gone" not in proc.logs()
+    assert cluster.is_true("reporting", "Ready")
 
 
 def in_stream_error(kube) -> float:

@@ -72,7 +72,7 @@ async def choose_target(
 ) -> Target:
     """The grant's bootstrap Secret, unless another grant uses it: then `<name>-bootstrap` with
     `--patch-grant`, or a refusal that says so."""
-    grants = (await kube.request("GET", grants_path(namespace))).get("items") or []
+    grants = await kube.list(grants_path(namespace))
     target = target_of(name, spec)
     users = secret_users(name, spec, grants, target.secret)
     if users and repoint and not target.repoint:

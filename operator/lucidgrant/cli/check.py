@@ -162,12 +162,11 @@ def lucid_finding(grants: Sequence[Mapping[str, Any]], now: float) -> Finding:
 
 async def _grants(kube: Kube, namespace: str) -> list[dict[str, Any]]:
     try:
-        body = await kube.request("GET", grants_path(None))
+        return await kube.list(grants_path(None))
     except KubeError as exc:
         if exc.status != 403:
             raise
-        body = await kube.request("GET", grants_path(namespace))
-    return list(body.get("items") or [])
+        return await kube.list(grants_path(namespace))
 
 
 async def _crd(kube: Kube, namespace: str) -> Finding:

@@ -123,7 +123,7 @@ async def fetch_grants(
             if grant is None:
                 fail(f'lucidgrants.lucidgrant.dev "{name}" not found in namespace {namespace}')
             return [grant]
-        items = (await kube.request("GET", grants_path(namespace))).get("items") or []
+        items = await kube.list(grants_path(namespace))
     finally:
         await kube.close()
     return sorted(
