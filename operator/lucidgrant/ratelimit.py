@@ -2,9 +2,11 @@
 that client when Lucid answers 429, not only the grant that got it.
 
 Default rate: Lucid documents no limit for its OAuth endpoints (its REST API documents 750
-requests per minute per user). 100 calls a second is 30 times the steady rate of 10,000 grants
-with one-hour tokens (about 3 a second), and brings 1,000 grants with expired tokens back in
-10 seconds after an outage; a burst of 10 keeps the peak close to the rate.
+requests per minute per user). 150 calls a second is 45 times the steady rate of 10,000 grants
+with one-hour tokens (about 3 a second), and gives 1,000 grants with expired tokens their turn
+within 6.6 s of the gate reopening, so that with the probe's wait (at most
+lucid_health.PROBE_INTERVAL) they are live within 10 s of Lucid's return; a burst of 10 keeps
+the peak close to the rate.
 
 On a 429 the bucket empties, pauses for Retry-After (or, without one, 2 s doubling with each
 429 that comes before the rate is whole again, at most 60 s), and restarts at half the rate it
@@ -17,14 +19,14 @@ from __future__ import annotations
 
 from lucidgrant.timing import RETRY_AFTER_CAP
 
-DEFAULT_RATE = 100.0
+DEFAULT_RATE = 150.0
 DEFAULT_BURST = 10.0
 MIN_RATE = 1.0
 RAMP = 60.0
 PAUSE_BASE = 2.0
 PAUSE_CAP = 60.0
 # Rounding slack, so that a caller who waited exactly as told gets its call: Unix times near
-# 2e9 are precise to about 2e-7 s, a few hundred-thousandths of a call at 100 calls a second.
+# 2e9 are precise to about 2e-7 s, a few hundred-thousandths of a call at 150 calls a second.
 EPSILON = 1e-3
 # The shortest wait answered, so that a caller's clock surely moves.
 MIN_WAIT = 1e-3

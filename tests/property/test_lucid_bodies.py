@@ -44,7 +44,7 @@ def test_arbitrary_lucid_answers_never_crash_the_operator(tmp_path: Any) -> None
         w.lucid.faults.html_next(5)
         w.lucid.faults.malformed_next(5)
         queued = len(faults) + 10  # and the HTML and truncated ones
-        # While answers are outage-class the Lucid gate holds refreshes and probes every 5 s,
+        # While answers are outage-class the Lucid gate holds refreshes and probes every 2 s,
         # so the answers drain at the probes' pace: wait for them, bounded.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and w.lucid.stats()["faults"]["pending_failures"]:

@@ -15,6 +15,7 @@ from lucidgrant.lucid import (
     TransientError,
 )
 from lucidgrant.lucid_health import (
+    PROBE_INTERVAL,
     Gate,
     GateSettings,
     Transition,
@@ -97,14 +98,14 @@ def closed_gate(at: float = 100.0) -> Gate[str]:
     return gate
 
 
-def test_probes_every_five_seconds_while_closed_and_an_answer_reopens_at_once():
+def test_probes_every_interval_while_closed_and_an_answer_reopens_at_once():
     gate = closed_gate(100.0)
-    assert gate.probe_due_at() == 105.0
-    gate.probe_sent(105.25)
+    assert gate.probe_due_at() == 100.0 + PROBE_INTERVAL
+    gate.probe_sent(100.25 + PROBE_INTERVAL)
     assert gate.probe_result(DOWN) is None
     assert gate.closed_since == 100.0, "a failed probe keeps the since-when"
-    assert gate.probe_due_at() == 110.25, "the next probe is due an interval after the last"
-    gate.probe_sent(110.25)
+    assert gate.probe_due_at() == 100.25 + 2 * PROBE_INTERVAL, "an interval after the last"
+    gate.probe_sent(100.25 + 2 * PROBE_INTERVAL)
     assert gate.probe_result(UP) is Transition.OPENED
     assert gate.is_open and gate.closed_since is None
     assert gate.probe_due_at() is None, "no probe while open"
@@ -132,7 +133,7 @@ def test_after_reopening_closing_again_takes_three_fresh_grants():
     assert gate.record("b", DOWN, 107) is None
     assert gate.record("c", DOWN, 108) is Transition.CLOSED
     assert gate.closed_since == 108
-    assert gate.probe_due_at() == 113, "the probe clock restarts with the new closing"
+    assert gate.probe_due_at() == 108 + PROBE_INTERVAL, "the probe clock restarts with it"
 
 
 def test_parked_grants_are_released_most_urgent_first_once():
