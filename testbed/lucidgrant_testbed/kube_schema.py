@@ -47,8 +47,12 @@ def _preserves(schema: Schema) -> bool:
     return bool(schema.get("x-kubernetes-preserve-unknown-fields"))
 
 
-def prune(value: Any, schema: Schema, *, root: bool = False) -> Any:
-    """Drop fields the schema does not know (in place) and return the value."""
+def prune(value: Any, schema: Schema, *, root: bool = False, path: str = "") -> list[str]:
+    """Drop fields the schema does not know (in place); return their paths (`spec.x`,
+    `spec.list[0].y`), sorted, as the server reports unknown fields
+    (apiextensions-apiserver/pkg/apiserver/schema/pruning/algorithm.go)."""
+    unknown: list[str] = []
+    prefix = f"{path}." if path else ""
     if isinstance(value, dict):
         props: dict[str, Schema] = schema.get("properties") or {}
         extra = schema.get("additionalProperties")
@@ -61,15 +65,16 @@ def prune(value: Any, schema: Schema, *, root: bool = False) -> Any:
             if sub is None:
                 if not (_preserves(schema) or extra is True):
                     del value[key]
+                    unknown.append(prefix + key)
                 continue
             if value[key] is None and not sub.get("nullable"):
                 del value[key]
                 continue
-            prune(value[key], sub)
+            unknown += prune(value[key], sub, path=prefix + key)
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
-        for item in value:
-            prune(item, schema["items"])
-    return value
+        for index, item in enumerate(value):
+            unknown += prune(item, schema["items"], path=f"{path}[{index}]")
+    return sorted(unknown)
 
 
 def apply_defaults(value: Any, schema: Schema) -> Any:
@@ -272,10 +277,11 @@ class Validator:
                 )
 
 
-def admit(obj: dict[str, Any], schema: Schema) -> list[Cause]:
-    """Prune and default `obj` in place, then validate it; return the violations."""
-    prune(obj, schema, root=True)
+def admit(obj: dict[str, Any], schema: Schema) -> tuple[list[str], list[Cause]]:
+    """Prune and default `obj` in place, then validate it; return the unknown fields pruned
+    and the violations."""
+    unknown = prune(obj, schema, root=True)
     apply_defaults(obj, schema)
     validator = Validator()
     validator.validate(obj, schema, "", root=True)
-    return validator.causes
+    return unknown, validator.causes

@@ -148,6 +148,34 @@ class History:
     most: int = 100 * 1024
 
 
+@dataclass
+class FieldValidation:
+    """A write's `fieldValidation` directive for unknown fields of a custom resource, as
+    apiserver/pkg/endpoints/handlers/create.go, update.go and patch.go apply it: Strict refuses
+    them (400 for create and update, 422 on `patch` for a patch), Warn (the default when the
+    parameter is absent, handlers/rest.go) accepts and collects a warning each, Ignore prunes
+    them silently."""
+
+    directive: str = "Warn"
+    patch: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    def unknown(self, rt: ResourceType, version: str, paths: list[str], given: JSON) -> None:
+        if not paths or self.directive == "Ignore":
+            return
+        errors = [f'unknown field "{p}"' for p in paths]
+        if self.directive == "Warn":
+            self.warnings += errors
+            return
+        text = "strict decoding error: " + ", ".join(errors)
+        if self.patch:
+            value = json.dumps(json.dumps(given, separators=(",", ":")))
+            raise invalid("", "", "", [Cause("patch", f"Invalid value: {value}: {text}")])
+        raise bad_request(
+            f'{rt.kind} in version "{version}" cannot be handled as a {rt.kind}: {text}'
+        )
+
+
 class Store:
     def __init__(self, history: History | None = None) -> None:
         self.history = history or History()
@@ -206,6 +234,7 @@ class Store:
         body: Any,
         version: str,
         check: Check | None = None,
+        fields: FieldValidation | None = None,
     ) -> JSON:
         obj = self._incoming(rt, body, version)
         meta = obj["metadata"]
@@ -232,7 +261,7 @@ class Store:
             meta["generation"] = 1
         if rt.status_subresource and rt.key != NAMESPACES_KEY:
             obj.pop("status", None)  # the server drops status on create when it is a subresource
-        self._admit(rt, obj, None, version, check)
+        self._admit(rt, obj, None, version, check, fields)
         return self._commit(rt, namespace, name, obj, "ADDED", None)
 
     def update(
@@ -244,6 +273,7 @@ class Store:
         version: str,
         subresource: str,
         check: Check | None = None,
+        fields: FieldValidation | None = None,
     ) -> JSON:
         old = self.get(rt, namespace, name)
         obj = self._incoming(rt, body, version)
@@ -253,7 +283,7 @@ class Store:
                 f"the name of the object ({given}) does not match the name on the URL ({name})"
             )
         self._check_version(rt, obj, old)
-        return self._replace(rt, namespace, name, old, obj, version, subresource, check)
+        return self._replace(rt, namespace, name, old, obj, version, subresource, check, fields)
 
     def patch(
         self,
@@ -265,6 +295,7 @@ class Store:
         version: str,
         subresource: str,
         check: Check | None = None,
+        fields: FieldValidation | None = None,
     ) -> JSON:
         old = self.get(rt, namespace, name)
         base = copy.deepcopy(render(old, rt.api_version(version)))
@@ -287,7 +318,7 @@ class Store:
         if not isinstance(patched, dict) or not isinstance(patched.get("metadata"), dict):
             raise ApiError(422, "Invalid", "the patch produced an object without metadata")
         self._check_version(rt, patched, old)
-        return self._replace(rt, namespace, name, old, patched, version, subresource, check)
+        return self._replace(rt, namespace, name, old, patched, version, subresource, check, fields)
 
     def delete(
         self, rt: ResourceType, namespace: str, name: str, options: JSON
@@ -398,6 +429,7 @@ class Store:
         version: str,
         subresource: str,
         check: Check | None = None,
+        fields: FieldValidation | None = None,
     ) -> JSON:
         if subresource == "status":
             # Only status may change through the subresource; the rest is the stored object.
@@ -420,7 +452,7 @@ class Store:
                     meta[key] = old_meta[key]
                 else:
                     meta.pop(key, None)
-        self._admit(rt, obj, old, version, check)
+        self._admit(rt, obj, old, version, check, fields)
         meta = obj["metadata"]
         if rt.generation and _spec_part(obj, rt) != _spec_part(old, rt):
             meta["generation"] = old["metadata"].get("generation", 0) + 1
@@ -439,6 +471,7 @@ class Store:
         old: JSON | None,
         version: str,
         check: Check | None = None,
+        fields: FieldValidation | None = None,
     ) -> None:
         """Type rules, schema defaults / pruning / validation (422 on any violation), then the
         validating admission `check`."""
@@ -469,7 +502,13 @@ class Store:
             if not causes:
                 obj["status"] = crd_status(obj)
         elif rt.custom:
-            causes += kube_schema.admit(obj, rt.schemas[version])
+            # A Strict patch quotes the object as patched, before pruning.
+            strict_patch = fields is not None and fields.patch and fields.directive == "Strict"
+            given = copy.deepcopy(obj) if strict_patch else obj
+            unknown, problems = kube_schema.admit(obj, rt.schemas[version])
+            if fields is not None:
+                fields.unknown(rt, version, unknown, given)
+            causes += problems
         if causes:
             raise invalid(rt.kind, rt.group, name, causes)
         if check is not None:

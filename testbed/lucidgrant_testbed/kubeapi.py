@@ -32,7 +32,7 @@ import yaml
 from aiohttp import web
 
 from lucidgrant_testbed import CRDS
-from lucidgrant_testbed.kube_errors import ApiError, bad_request, for_code
+from lucidgrant_testbed.kube_errors import ApiError, Cause, bad_request, for_code, invalid
 from lucidgrant_testbed.kube_rbac import (
     ADMIN,
     OWNER_REFERENCES_PERMISSION_ENFORCEMENT,
@@ -49,6 +49,7 @@ from lucidgrant_testbed.kube_store import (
     JSON_PATCH,
     NAMESPACES_KEY,
     Check,
+    FieldValidation,
     Gone,
     History,
     Signal,
@@ -92,6 +93,7 @@ class RequestRecord:
     user: str = ""
     label_selector: str = ""  # of a list or watch
     query: str = ""  # the query string: a test sees `limit` and `continue` on lists
+    warnings: tuple[str, ...] = ()  # the answer's Warning headers (fieldValidation=Warn)
 
 
 @dataclass
@@ -459,6 +461,8 @@ class KubeAPI:
             response = _error(e)
         if record is not None and not record.code:
             record.code = response.status
+        if record is not None:
+            record.warnings = tuple(response.headers.getall("Warning", ()))
         return response
 
     def _authenticate(self, request: web.Request) -> User:
@@ -651,15 +655,19 @@ class KubeAPI:
         if method == "POST" and not target.name:
             if rt.namespaced and target.namespace is None:
                 raise _not_found()
-            obj = store.create(rt, namespace, await self._body(request), target.version, check)
-            return _json(render(obj, api_version), 201)
+            fields = _field_validation(request, "CreateOptions")
+            body = await self._body(request)
+            obj = store.create(rt, namespace, body, target.version, check, fields)
+            return _warned(_json(render(obj, api_version), 201), fields)
         if method == "PUT" and target.name:
+            fields = _field_validation(request, "UpdateOptions")
             body = await self._body(request)
             obj = store.update(
-                rt, namespace, target.name, body, target.version, target.subresource, check
+                rt, namespace, target.name, body, target.version, target.subresource, check, fields
             )
-            return _json(render(obj, api_version))
+            return _warned(_json(render(obj, api_version)), fields)
         if method == "PATCH" and target.name:
+            fields = _field_validation(request, "PatchOptions")
             content_type = request.headers.get("Content-Type", JSON_PATCH).split(";")[0].strip()
             body = await self._body(request)
             obj = store.patch(
@@ -671,8 +679,9 @@ class KubeAPI:
                 target.version,
                 target.subresource,
                 check,
+                fields,
             )
-            return _json(render(obj, api_version))
+            return _warned(_json(render(obj, api_version)), fields)
         if method == "DELETE" and target.name and not target.subresource:
             options = await self._body(request)
             if request.query.get("propagationPolicy"):
@@ -825,6 +834,32 @@ class KubeAPI:
             "object": {"kind": kind, "apiVersion": api_version, "metadata": metadata},
         }
         return dumps(event) + b"\n"
+
+
+_FIELD_VALIDATION = ("Ignore", "Strict", "Warn")
+
+
+def _field_validation(request: web.Request, options: str) -> FieldValidation:
+    """The `fieldValidation` parameter; Warn when absent (apiserver/pkg/endpoints/handlers/
+    rest.go); any other value answers 422 as the options' validation does
+    (apimachinery/pkg/apis/meta/v1/validation/validation.go)."""
+    directive = request.query.get("fieldValidation") or "Warn"
+    if directive not in _FIELD_VALIDATION:
+        supported = ", ".join(f'"{d}"' for d in _FIELD_VALIDATION)
+        cause = Cause(
+            "fieldValidation",
+            f'Unsupported value: "{directive}": supported values: {supported}',
+            "FieldValueNotSupported",
+        )
+        raise invalid(options, "meta.k8s.io", "", [cause])
+    return FieldValidation(directive, patch=options == "PatchOptions")
+
+
+def _warned(response: web.Response, fields: FieldValidation) -> web.Response:
+    """One `Warning` header per warning, as apimachinery/pkg/util/net/http.go writes them."""
+    for text in fields.warnings:
+        response.headers.add("Warning", f"299 - {json.dumps(text)}")
+    return response
 
 
 def _number(text: str) -> float:

@@ -134,6 +134,23 @@ def test_lists_are_read_in_chunks_to_the_end(kube_api, cluster, lucid, start_ope
     assert cluster.is_true("reporting", "Ready")
 
 
+def test_the_operators_writes_have_no_unknown_fields(kube_api, cluster, lucid, start_operator):
+    """A real server warns of (fieldValidation=Warn, its default) and drops every field a
+    custom resource's schema does not declare: the operator's grant writes (status, finalizer,
+    annotations) declare none, through a refresh."""
+    kube, _ = kube_api
+    grant_id, _ = running(cluster, lucid, start_operator)
+    rotations = lucid.grant_info(grant_id).rotations
+    wait_for(lambda: lucid.grant_info(grant_id).rotations > rotations, what="a rotation")
+    writes = [
+        r
+        for r in list(kube.requests)
+        if r.resource == "lucidgrants" and r.verb in ("patch", "update", "create")
+    ]
+    assert any(r.subresource == "status" for r in writes)
+    assert [(r.verb, r.subresource, r.warnings) for r in writes if r.warnings] == []
+
+
 def in_stream_error(kube) -> float:
     assert kube.watch_error(500) >= 1
     return 0.0

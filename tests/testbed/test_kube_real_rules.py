@@ -1,20 +1,21 @@
 """The real API server's rules that the emulator learned from kubernetes/kubernetes, each test
 naming the source file that has the rule: list/watch failures, watch history and restarts,
 RBAC and the OwnerReferencesPermissionEnforcement admission plugin, deletion propagation and
-namespace deletion, and object metadata validation."""
+namespace deletion, object metadata validation, and fieldValidation."""
 
 from __future__ import annotations
 
 import json
 import pathlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import httpx
 import pytest
 import yaml
 
+from lucidgrant_testbed import CRDS
 from lucidgrant_testbed.kube_rbac import (
     OWNER_REFERENCES_PERMISSION_ENFORCEMENT,
     User,
@@ -30,6 +31,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 SECRETS = "/api/v1/namespaces/{ns}/secrets"
 GADGETS = f"/apis/{GROUP}/{VERSION}/namespaces/{{ns}}/gadgets"
 OPERATOR = service_account("ops", "op")
+LUCIDGRANTS = "/apis/lucidgrant.dev/v1alpha1/namespaces/default/lucidgrants"
+MERGE = {"Content-Type": "application/merge-patch+json"}
 
 
 @pytest.fixture
@@ -65,8 +68,8 @@ class Served:
 def serve(crd_file: pathlib.Path) -> Iterator[Any]:
     running: list[Any] = []
 
-    def start(**options: Any) -> Served:
-        context = running_in_thread(KubeAPI([crd_file], **options))
+    def start(crds: Sequence[pathlib.Path] = (), **options: Any) -> Served:
+        context = running_in_thread(KubeAPI(list(crds) or [crd_file], **options))
         kube, _ = context.__enter__()
         served = Served(kube)
         running.append((context, served))
@@ -545,3 +548,77 @@ def test_secret_data_keys_follow_the_config_key_rule(serve: Any) -> None:
         assert causes[0][0] == f"data[{key}]"
         assert causes[0][1].startswith(f'Invalid value: "{key}": {message}')
     assert s.admin.post(path, json={**secret("s"), "stringData": {"k" * 253: "v"}}).is_success
+
+
+# --- 6. fieldValidation --------------------------------------------------------------------
+
+
+def lucidgrant(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "lucidgrant.dev/v1alpha1",
+        "kind": "LucidGrant",
+        "metadata": {"name": name},
+        "spec": {
+            "clientSecretRef": {"name": "client"},
+            "scopes": ["offline_access"],
+            "accessTokenSecret": {"name": "token"},
+            **spec,
+        },
+    }
+
+
+def test_field_validation_strict_warn_and_ignore(serve: Any) -> None:
+    """apiserver/pkg/endpoints/handlers/create.go and update.go: under `fieldValidation=Strict`
+    (kubectl's default) unknown fields answer 400 "<Kind> in version ... cannot be handled as a
+    <Kind>: strict decoding error: unknown field ..."; handlers/patch.go: a patch answers 422
+    on `patch`; Warn, the default when the parameter is absent (handlers/rest.go,
+    fieldValidation), sends a `Warning: 299 - ...` header per field and prunes; Ignore prunes
+    silently. The unknown fields are those the schema prunes, sorted, with their paths
+    (apiextensions-apiserver/pkg/apiserver/customresource_handler.go, schemaCoercingDecoder;
+    schema/pruning/algorithm.go). Any other value answers 422 (apimachinery/pkg/apis/meta/v1/
+    validation/validation.go)."""
+    s = serve(crds=[CRDS])
+    strict = {"fieldValidation": "Strict"}
+    refused = s.admin.post(LUCIDGRANTS, params=strict, json=lucidgrant("a", x=1, y={"z": 2}))
+    assert refused.status_code == 400
+    assert refused.json()["reason"] == "BadRequest"
+    assert refused.json()["message"] == (
+        'LucidGrant in version "v1alpha1" cannot be handled as a LucidGrant: strict decoding '
+        'error: unknown field "spec.x", unknown field "spec.y"'
+    )
+    warned = s.admin.post(LUCIDGRANTS, json=lucidgrant("a", x=1))
+    assert warned.status_code == 201
+    assert warned.headers.get_list("Warning") == ['299 - "unknown field \\"spec.x\\""']
+    assert "x" not in warned.json()["spec"]
+    ignored = s.admin.post(
+        LUCIDGRANTS, params={"fieldValidation": "Ignore"}, json=lucidgrant("b", x=1)
+    )
+    assert ignored.status_code == 201
+    assert "Warning" not in ignored.headers
+    assert "x" not in ignored.json()["spec"]
+
+    body = warned.json()
+    body["spec"]["clientSecretRef"]["extra"] = "e"
+    put = s.admin.put(f"{LUCIDGRANTS}/a", params=strict, json=body)
+    assert put.status_code == 400
+    assert put.json()["message"].endswith(
+        'strict decoding error: unknown field "spec.clientSecretRef.extra"'
+    )
+    patch = {"spec": {"x": 1}}
+    patched = s.admin.patch(f"{LUCIDGRANTS}/a", params=strict, json=patch, headers=MERGE)
+    assert patched.status_code == 422
+    [cause] = patched.json()["details"]["causes"]
+    assert cause["field"] == "patch"
+    assert cause["message"].startswith('Invalid value: "{')
+    assert cause["message"].endswith('": strict decoding error: unknown field "spec.x"')
+    assert patched.json()["message"].startswith(' "" is invalid: patch: Invalid value: ')
+    status = s.admin.patch(f"{LUCIDGRANTS}/a/status", json={"status": {"y": 1}}, headers=MERGE)
+    assert status.status_code == 200
+    assert status.headers.get_list("Warning") == ['299 - "unknown field \\"status.y\\""']
+
+    unknown = s.admin.post(LUCIDGRANTS, params={"fieldValidation": "strict"}, json=lucidgrant("c"))
+    assert unknown.status_code == 422
+    assert unknown.json()["message"] == (
+        'CreateOptions.meta.k8s.io "" is invalid: fieldValidation: Unsupported value: '
+        '"strict": supported values: "Ignore", "Strict", "Warn"'
+    )
