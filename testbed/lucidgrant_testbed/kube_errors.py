@@ -33,6 +33,8 @@ class ApiError(Exception):
     kind: str = ""
     causes: list[Cause] = field(default_factory=list)
     retry_after: int | None = None
+    # A list's continue token in the Status's metadata (a 410 on a compacted continue token).
+    list_continue: str = ""
 
     def __str__(self) -> str:
         return f"{self.code} {self.reason}: {self.message}"
@@ -54,7 +56,7 @@ class ApiError(Exception):
         body: JSON = {
             "kind": "Status",
             "apiVersion": "v1",
-            "metadata": {},
+            "metadata": {"continue": self.list_continue} if self.list_continue else {},
             "status": "Failure",
             "message": self.message,
             "reason": self.reason,

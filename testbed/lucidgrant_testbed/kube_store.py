@@ -184,6 +184,7 @@ class Store:
         self._objects: dict[Key, dict[str, dict[str, JSON]]] = {}
         self._history: dict[Key, deque[WatchEvent]] = {}
         self._compacted: dict[Key, int] = {}  # the newest rv that fell out of the history
+        self.etcd_compacted = 0  # resourceVersions up to this are compacted away in etcd
         self._watchers: dict[Key, set[Watcher]] = {}
         self._uids: dict[str, Ref] = {}
         self._dependents: dict[str, set[Ref]] = {}  # owner uid -> objects naming it as owner
@@ -580,6 +581,9 @@ class Store:
         for key, history in self._history.items():
             history.clear()
             self._compacted[key] = self.rv
+
+    def compact_etcd(self) -> None:
+        self.etcd_compacted = self.rv
 
     # --- background work: garbage collection, namespace and CRD cleanup ------------------
 

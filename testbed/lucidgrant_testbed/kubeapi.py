@@ -399,6 +399,12 @@ class KubeAPI:
         client lists again. Returns how many streams were cut. Callable from any thread."""
         return self._call(self._restart)
 
+    def compact(self) -> None:
+        """What etcd's compaction does to chunked lists (the API server compacts every 5
+        minutes, storage/etcd3/compact.go): a continue token from before now answers 410.
+        Callable from any thread."""
+        self._call(self.store.compact_etcd)
+
     def _restart(self) -> int:
         self.store.compact()
         return self.store.signal_watchers("drop")
@@ -706,34 +712,45 @@ class KubeAPI:
         raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method: {method}")
 
     def _list(self, request: web.Request, target: Target) -> JSON:
-        rt = target.rt
+        """A list, in chunks with `limit` and `continue` as apiserver/pkg/storage/etcd3/store.go
+        (GetList) serves them: the token is storage/continue.go's (base64 of the list's
+        resourceVersion and the key to start from), `remainingItemCount` only without
+        selectors, 400 on a token it cannot read, and 410 once etcd compacted the token's
+        resourceVersion (etcd3/errors.go), with a token that continues at the latest state."""
+        rt, query = target.rt, request.query
+        selectors = query.get("labelSelector") or query.get("fieldSelector")
         matcher = combine(
-            label_matcher(request.query.get("labelSelector")),
-            field_matcher(request.query.get("fieldSelector"), rt.plural),
+            label_matcher(query.get("labelSelector")),
+            field_matcher(query.get("fieldSelector"), rt.plural),
         )
         api_version = rt.api_version(target.version)
+        list_rv = self.store.rv
+        cross_namespace = rt.namespaced and target.namespace is None
         items = [
             render(obj, api_version)
             for obj in self.store.items(rt, target.namespace)
             if matcher is None or matcher(obj)
         ]
-        metadata: JSON = {"resourceVersion": str(self.store.rv)}
-        limit = int(_number(request.query.get("limit") or "0"))
-        token = request.query.get("continue")
+        token = query.get("continue")
         if token:
-            try:
-                after = tuple(json.loads(base64.b64decode(token)))
-            except ValueError:
+            start, token_rv = _decode_continue(token)
+            if 0 < token_rv <= self.store.etcd_compacted:
                 raise ApiError(
-                    410, "Expired", "the provided continue parameter is invalid"
-                ) from None
-            items = [o for o in items if _list_key(o) > after]
+                    410,
+                    "Expired",
+                    _INCONSISTENT_CONTINUE,
+                    list_continue=_encode_continue(start, -1),
+                )
+            list_rv = token_rv if token_rv > 0 else list_rv
+            items = [o for o in items if _list_key(o, cross_namespace) >= start]
+        metadata: JSON = {"resourceVersion": str(list_rv)}
+        limit = int(_number(query.get("limit") or "0"))
         if limit and len(items) > limit:
-            metadata["remainingItemCount"] = len(items) - limit
+            if not selectors:
+                metadata["remainingItemCount"] = len(items) - limit
             items = items[:limit]
-            metadata["continue"] = base64.b64encode(
-                json.dumps(list(_list_key(items[-1]))).encode()
-            ).decode()
+            last = _list_key(items[-1], cross_namespace)
+            metadata["continue"] = _encode_continue(last + "\x00", list_rv)
         return {
             "kind": f"{rt.kind}List",
             "apiVersion": api_version,
@@ -869,9 +886,38 @@ def _number(text: str) -> float:
         raise bad_request(f"invalid number {text!r}") from None
 
 
-def _list_key(obj: JSON) -> tuple[str, str]:
+_INCONSISTENT_CONTINUE = (
+    "The provided continue parameter is too old to display a consistent list result. You can "
+    "start a new list without the continue parameter, or use the continue token in this "
+    "response to retrieve the remainder of the results. Continuing with the provided token "
+    "results in an inconsistent list - objects that were created, modified, or deleted between "
+    "the time the first chunk was returned and now may show up in the list."
+)
+
+
+def _list_key(obj: JSON, cross_namespace: bool) -> str:
+    """The object's etcd key after the list's prefix: `<namespace>/<name>` across namespaces,
+    else `<name>` (the order etcd lists in)."""
     meta = obj["metadata"]
-    return (meta.get("namespace", ""), meta["name"])
+    return f"{meta['namespace']}/{meta['name']}" if cross_namespace else str(meta["name"])
+
+
+def _encode_continue(start: str, rv: int) -> str:
+    token = json.dumps({"v": "meta.k8s.io/v1", "rv": rv, "start": start}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(token.encode()).decode().rstrip("=")
+
+
+def _decode_continue(token: str) -> tuple[str, int]:
+    """The start key and resourceVersion of a continue token; 400 as etcd3/store.go answers a
+    token it cannot read."""
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        version, rv, start = decoded["v"], int(decoded["rv"]), str(decoded["start"])
+    except (ValueError, TypeError, KeyError):
+        raise bad_request("invalid continue token: continue key is not valid") from None
+    if version != "meta.k8s.io/v1" or rv == 0 or not start:
+        raise bad_request("invalid continue token: continue key is not valid")
+    return start, rv
 
 
 # --- standalone ------------------------------------------------------------------------------

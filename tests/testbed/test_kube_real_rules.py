@@ -1,10 +1,11 @@
 """The real API server's rules that the emulator learned from kubernetes/kubernetes, each test
 naming the source file that has the rule: list/watch failures, watch history and restarts,
 RBAC and the OwnerReferencesPermissionEnforcement admission plugin, deletion propagation and
-namespace deletion, object metadata validation, and fieldValidation."""
+namespace deletion, object metadata validation, fieldValidation, and chunked lists."""
 
 from __future__ import annotations
 
+import base64
 import json
 import pathlib
 import threading
@@ -622,3 +623,53 @@ def test_field_validation_strict_warn_and_ignore(serve: Any) -> None:
         'CreateOptions.meta.k8s.io "" is invalid: fieldValidation: Unsupported value: '
         '"strict": supported values: "Ignore", "Strict", "Warn"'
     )
+
+
+# --- 7. chunked lists --------------------------------------------------------------------
+
+
+def test_chunked_lists_continue_tokens_and_compaction(serve: Any) -> None:
+    """apiserver/pkg/storage/etcd3/store.go (GetList): `limit` cuts a list into chunks, each with
+    a `continue` token (storage/continue.go: base64 of {"v", "rv", "start"}) while more are
+    left, `remainingItemCount` only when no selector filters; the chunks keep the first one's
+    resourceVersion. A token it cannot read answers 400; once etcd compacted the token's
+    resourceVersion (storage/etcd3/compact.go, every 5 minutes) it answers 410 Expired with a
+    token that goes on at the latest state (etcd3/errors.go, handleCompactedErrorForPaging)."""
+    s = serve()
+    path = SECRETS.format(ns="default")
+    for i in range(5):
+        s.create(path, secret(f"s{i}", labels={"odd": str(i % 2)}))
+    first = s.admin.get(path, params={"limit": "2"}).json()
+    assert [i["metadata"]["name"] for i in first["items"]] == ["s0", "s1"]
+    assert first["metadata"]["remainingItemCount"] == 3
+    token = first["metadata"]["continue"]
+    decoded = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    assert decoded == {"v": "meta.k8s.io/v1", "rv": int(first["metadata"]["resourceVersion"]),
+                       "start": "s1\x00"}  # fmt: skip
+    s.create(path, secret("s5"))
+    rest = s.admin.get(path, params={"limit": "10", "continue": token}).json()
+    assert rest["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
+    assert "continue" not in rest["metadata"]
+    assert [i["metadata"]["name"] for i in rest["items"]][:3] == ["s2", "s3", "s4"]
+
+    selected = s.admin.get(path, params={"limit": "1", "labelSelector": "odd=1"}).json()
+    assert [i["metadata"]["name"] for i in selected["items"]] == ["s1"]
+    assert "remainingItemCount" not in selected["metadata"]
+    across = s.admin.get("/api/v1/secrets", params={"limit": "1"}).json()
+    across_token = across["metadata"]["continue"]
+    start = json.loads(base64.urlsafe_b64decode(across_token + "==="))["start"]
+    assert start == "default/s0\x00"
+
+    bad = s.admin.get(path, params={"limit": "2", "continue": "not-a-token"})
+    assert bad.status_code == 400
+    assert bad.json()["message"].startswith("invalid continue token: continue key is not valid")
+    s.kube.compact()
+    expired = s.admin.get(path, params={"limit": "2", "continue": token})
+    assert expired.status_code == 410
+    assert expired.json()["reason"] == "Expired"
+    assert expired.json()["message"].startswith(
+        "The provided continue parameter is too old to display a consistent list result."
+    )
+    onward = expired.json()["metadata"]["continue"]
+    latest = s.admin.get(path, params={"limit": "10", "continue": onward}).json()
+    assert [i["metadata"]["name"] for i in latest["items"]] == ["s2", "s3", "s4", "s5"]
