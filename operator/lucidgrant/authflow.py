@@ -8,7 +8,8 @@ that carries the grant through Lucid and back is authstate.py's.
 
 What a stranger on the Internet can do with it is bounded:
 - `/authorize` answers every grant that does not await a person (unknown, working, invalid,
-  without client Secret) with the same 404 page, so it tells nobody which grants exist;
+  without client Secret, or a client id Lucid refuses with its secret: a grant picks the keys,
+  and the id is shown in Lucid's URL) with the same 404 page: it tells nobody what exists;
 - `/callback` verifies `state` (signature, expiry, the browser's cookie) before it reads
   anything else of the query; then it shows only known OAuth error codes, in its own words;
 - under the lock it goes on only for the same grant object (UID) with the same spec
@@ -59,11 +60,13 @@ from lucidgrant.flowpages import (
 from lucidgrant.grant import GrantSpec
 from lucidgrant.kube import KubeError
 from lucidgrant.lucid import (
+    ClientCredentials,
     ClientRejectedError,
     InvalidGrantError,
     LucidError,
 )
 from lucidgrant.names import REAUTH
+from lucidgrant.secretdata import digest
 from lucidgrant.status import condition_of
 from lucidgrant.store import LockBusyError
 
@@ -75,6 +78,8 @@ BURST = 10
 STATES_PER_GRANT = 16
 # The longest identity taken from the proxy's user header.
 MAX_USER_LENGTH = 256
+# Client credential pairs Lucid accepted, remembered (by fingerprint) at most.
+ACCEPTED_CLIENTS = 1024
 
 
 class AuthFlow:
@@ -94,6 +99,7 @@ class AuthFlow:
         self._outstanding = OutstandingStates(
             settings.flow_max_states, min(STATES_PER_GRANT, settings.flow_max_states)
         )
+        self._accepted: dict[str, None] = {}  # fingerprints, oldest first
 
     async def signer(self) -> StateSigner:
         async with self._lock:
@@ -112,6 +118,22 @@ class AuthFlow:
                 "Authorization unavailable",
                 "The operator cannot read or create its state key Secret; see its log.",
             )
+
+    async def _client_accepted(self, creds: ClientCredentials) -> bool | web.Response:
+        """Whether Lucid takes the pair as a client's (once per pair); a page if it is down."""
+        fingerprint = digest(f"{creds.client_id}\n{creds.client_secret}")
+        if fingerprint in self._accepted:
+            return True
+        try:
+            if not await self.host.client_accepted(creds):
+                return False
+        except LucidError as exc:
+            log.warning("authorization flow: Lucid did not answer a client check: %s", exc)
+            return page(503, "Authorization unavailable", "Lucid is not answering; try later.")
+        self._accepted[fingerprint] = None
+        if len(self._accepted) > ACCEPTED_CLIENTS:
+            del self._accepted[next(iter(self._accepted))]
+        return True
 
     def _client(self, request: web.Request) -> str:
         """The client's address: the proxy's header when configured (its last hop), else the
@@ -164,6 +186,9 @@ class AuthFlow:
         creds = await self.host.client_credentials(key)
         if creds is None:
             return nothing_here()
+        accepted = await self._client_accepted(creds)
+        if accepted is not True:
+            return nothing_here() if accepted is False else accepted
         signer = await self._signer_or_page()
         if isinstance(signer, web.Response):
             return signer

@@ -44,6 +44,10 @@ class FlowHost(Protocol):
     ) -> TokenSet:
         """On the flow's own connection pool."""
 
+    async def client_accepted(self, creds: ClientCredentials) -> bool:
+        """Whether Lucid takes the pair as a client's (one introspection, on the flow's pool);
+        raises TransientError when Lucid does not answer."""
+
     async def authorized(self, key: Key, redemption: Redemption, by: str | None) -> None:
         """Under the grant's refresh lock: `redemption.check`, write its annotations,
         `redemption.exchange`, store the new grant; wake the grant. Raises what `redemption`

@@ -373,5 +373,14 @@ class LucidClient:
             scopes=tuple(scope.split()) if isinstance(scope, str) else (),
         )
 
+    async def accepts_client(self, client: ClientCredentials) -> bool:
+        """Whether Lucid takes the pair as a client's: introspecting a token no client holds
+        authenticates the client and learns nothing else."""
+        try:
+            await self.introspect(client, "lucidgrant-client-check")
+        except ClientRejectedError:
+            return False
+        return True
+
     async def revoke(self, client: ClientCredentials, token: str) -> None:
         await self._token_call("revoke", "/oauth2/token/revoke", client, token)

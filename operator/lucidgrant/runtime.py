@@ -233,6 +233,9 @@ class Runtime:
     async def client_credentials(self, key: Key) -> ClientCredentials | None:
         return await self.reconciler.client_credentials(key)
 
+    async def client_accepted(self, creds: ClientCredentials) -> bool:
+        return await self.flow_lucid.accepts_client(creds)
+
     async def exchange_code(
         self, creds: ClientCredentials, code: str, redirect_uri: str
     ) -> TokenSet:

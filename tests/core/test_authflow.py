@@ -146,12 +146,21 @@ class Host:
         self.stored: list[tuple[Key, str | None]] = []
         self.exchange_error: Exception | None = None
         self.creds: ClientCredentials | None = ClientCredentials("client-1", "secret-1")
+        # Lucid's clients, and the pairs the flow asked it about (None: it does not answer).
+        self.lucid_clients: set[ClientCredentials] | None = {self.creds}
+        self.client_checks: list[ClientCredentials] = []
 
     def grant(self, key: Key) -> GrantRecord | None:
         return self.cache.grants.get(key)
 
     async def client_credentials(self, key: Key) -> ClientCredentials | None:
         return self.creds
+
+    async def client_accepted(self, creds: ClientCredentials) -> bool:
+        self.client_checks.append(creds)
+        if self.lucid_clients is None:
+            raise TransientError("Lucid is down")
+        return creds in self.lucid_clients
 
     async def exchange_code(
         self, creds: ClientCredentials, code: str, redirect_uri: str
@@ -319,6 +328,25 @@ async def test_grants_not_awaiting_a_person_answer_like_unknown_ones(served):
     orphan = await client.get("/authorize/ns/g", allow_redirects=False)
     assert (orphan.status, await orphan.text()) == (404, body)
     assert "client" not in body
+
+
+async def test_a_client_id_lucid_does_not_accept_with_its_secret_is_never_shown(served):
+    """The grant chooses which key of its client Secret is the client id: with the keys
+    swapped, the link would show the client secret in Lucid's URL to whoever opens it."""
+    host, client = served
+    unknown = await (await client.get("/authorize/ns/nope", allow_redirects=False)).text()
+    host.creds = ClientCredentials("secret-1", "client-1")
+    swapped = await client.get("/authorize/ns/g", allow_redirects=False)
+    assert (swapped.status, await swapped.text()) == (404, unknown)
+    assert "secret-1" not in json.dumps(dict(swapped.headers))
+    host.lucid_clients, host.creds = None, ClientCredentials("client-2", "secret-2")
+    down = await client.get("/authorize/ns/g", allow_redirects=False)
+    assert down.status == 503 and "secret-2" not in json.dumps(dict(down.headers))
+    host.lucid_clients, host.creds = {host.creds}, host.creds
+    for _ in range(2):
+        linked = await client.get("/authorize/ns/g", allow_redirects=False)
+        assert linked.status == 302 and "client_id=client-2" in linked.headers["Location"]
+    assert host.client_checks.count(host.creds) == 2, "one check when down, then once"
 
 
 async def test_nothing_of_the_query_is_shown_before_the_state_is_verified(served):

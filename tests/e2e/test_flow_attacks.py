@@ -27,7 +27,7 @@ from .flow import (
     start_flow,
     with_query,
 )
-from .harness import CLIENT_ID, SCOPES, Cluster, dump, grant_spec, wait_for
+from .harness import CLIENT_ID, CLIENT_SECRET, SCOPES, Cluster, dump, grant_spec, wait_for
 
 # The cluster-wide install: the flow's key Secret lives in the operator's own namespace.
 pytestmark = pytest.mark.parametrize("install_mode", ["cluster"])
@@ -133,6 +133,35 @@ def test_strangers_cannot_tell_which_grants_exist_or_need_a_person(cluster, luci
     other_ns = flow.get("/authorize/kube-system/pending", follow_redirects=False)
     assert (other_ns.status_code, other_ns.text) == (404, answers["nobody"].text)
     assert flow.get(ALL.format("pending"), follow_redirects=False).status_code == 302
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        {"clientIdKey": "client_secret", "clientSecretKey": "client_id"},  # swapped
+        {"clientIdKey": "client_secret"},  # the secret as both
+    ],
+)
+def test_a_grant_cannot_show_a_client_secret_as_its_client_id(cluster, lucid, start_operator, keys):
+    """Someone who may create LucidGrants but not read Secrets names the team's marked client
+    Secret with its keys chosen so that client_secret is read as client_id, which the link
+    puts in the Location header to Lucid for whoever opens it."""
+    prepare(cluster, "reporting")
+    spec = grant_spec(
+        clientSecretRef={"name": "lucid-client", **keys},
+        authorization={"refreshTokenSecretRef": {"name": "evil-bootstrap"}},
+        accessTokenSecret={"name": "evil-token"},
+    )
+    assert cluster.create_grant("evil", spec).status_code == 201
+    flow = start_flow(cluster, start_operator)
+    wait_for(lambda: auth_url(cluster, "evil"), what="evil awaits a person")
+    browser = Browser(flow)
+    answer = browser.open(browser.link(cluster, "evil"))
+    assert CLIENT_SECRET not in dump(dict(answer.headers)) + answer.text
+    nobody = flow.get(ALL.format("nobody"), follow_redirects=False)
+    assert (answer.status_code, answer.text) == (404, nobody.text)
+    # The team's own grant, whose keys Lucid accepts as a client, still gets its link.
+    assert browser.open(browser.link(cluster)).status_code == 302
 
 
 def test_error_texts_from_the_query_are_never_shown(cluster, lucid, start_operator):
