@@ -29,6 +29,8 @@ class ResourceType:
     generation: bool = False
     # openAPIV3Schema per served version; only custom resources have one.
     schemas: dict[str, JSON] = field(default_factory=dict)
+    # additionalPrinterColumns per served version; only custom resources have them.
+    columns: dict[str, list[JSON]] = field(default_factory=dict)
     custom: bool = False
 
     @property
@@ -175,6 +177,7 @@ def from_crd(crd: JSON) -> ResourceType:
             or {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
             for v in served
         },
+        columns={v["name"]: list(v.get("additionalPrinterColumns") or ()) for v in served},
         custom=True,
     )
 

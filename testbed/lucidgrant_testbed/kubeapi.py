@@ -58,6 +58,7 @@ from lucidgrant_testbed.kube_store import (
     dumps,
     render,
 )
+from lucidgrant_testbed.kube_table import table, wants_table
 from lucidgrant_testbed.kube_types import JSON, ResourceType
 
 logger = logging.getLogger(__name__)
@@ -653,11 +654,20 @@ class KubeAPI:
         method = request.method
         api_version = rt.api_version(target.version)
         if method == "GET" and target.name:
-            return _json(render(store.get(rt, namespace, target.name), api_version))
+            obj = render(store.get(rt, namespace, target.name), api_version)
+            if wants_table(request.headers.get("Accept", "")):
+                meta = {"resourceVersion": obj["metadata"]["resourceVersion"]}
+                include = request.query.get("includeObject", "")
+                return _json(table(rt, target.version, [obj], meta, include))
+            return _json(obj)
         if method == "GET" and request.query.get("watch") in ("true", "1"):
             return await self._watch(request, target, record)
         if method == "GET":
-            return _json(self._list(request, target))
+            listed = self._list(request, target)
+            if wants_table(request.headers.get("Accept", "")):
+                include = request.query.get("includeObject", "")
+                listed = table(rt, target.version, listed["items"], listed["metadata"], include)
+            return _json(listed)
         if method == "POST" and not target.name:
             if rt.namespaced and target.namespace is None:
                 raise _not_found()

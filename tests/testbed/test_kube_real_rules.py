@@ -1,7 +1,8 @@
 """The real API server's rules that the emulator learned from kubernetes/kubernetes, each test
 naming the source file that has the rule: list/watch failures, watch history and restarts,
 RBAC and the OwnerReferencesPermissionEnforcement admission plugin, deletion propagation and
-namespace deletion, object metadata validation, fieldValidation, and chunked lists."""
+namespace deletion, object metadata validation, fieldValidation, chunked lists, and Table
+answers."""
 
 from __future__ import annotations
 
@@ -673,3 +674,77 @@ def test_chunked_lists_continue_tokens_and_compaction(serve: Any) -> None:
     onward = expired.json()["metadata"]["continue"]
     latest = s.admin.get(path, params={"limit": "10", "continue": onward}).json()
     assert [i["metadata"]["name"] for i in latest["items"]] == ["s2", "s3", "s4", "s5"]
+
+
+# --- 8. Table answers ------------------------------------------------------------------------
+
+TABLE = {"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"}
+CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+
+def test_tables_render_printer_columns_and_default_ones(serve: Any, crd_file: pathlib.Path) -> None:
+    """apiextensions-apiserver/pkg/registry/customresource/tableconvertor/tableconvertor.go:
+    Name, then the CRD's additionalPrinterColumns (the first JSONPath result; a string column
+    printed, a date column as the time since); pkg/apiserver/helpers.go: an Age column when the
+    CRD has none; apiserver/pkg/registry/rest/table.go: built-in kinds without a printer get
+    Name and Created At; apiserver/pkg/endpoints/handlers/response.go (asTable): each row's
+    object is a PartialObjectMetadata unless `includeObject` says Object or None;
+    apimachinery/pkg/util/duration/duration.go: a date in the future prints `<invalid>`."""
+    s = serve(crds=[CRDS, crd_file])
+    s.create(LUCIDGRANTS, lucidgrant("a"))
+    status = {
+        "conditions": [
+            {"type": "Ready", "status": "True", "reason": "Refreshed", "message": "ok",
+             "lastTransitionTime": "2026-01-01T00:00:00Z"},
+            {"type": "ReauthorizationRequired", "status": "False", "reason": "Refreshed",
+             "message": "ok", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+        ],
+        "accessTokenExpiresAt": "2099-01-01T00:00:00Z",
+        "refreshTokenExpiresAt": "2099-06-01T00:00:00Z",
+    }  # fmt: skip
+    patched = s.admin.patch(f"{LUCIDGRANTS}/a/status", json={"status": status}, headers=MERGE)
+    assert patched.status_code == 200, patched.text
+    table = s.admin.get(LUCIDGRANTS, headers=TABLE).json()
+    assert (table["kind"], table["apiVersion"]) == ("Table", "meta.k8s.io/v1")
+    names = [c["name"] for c in table["columnDefinitions"]]
+    assert names == ["Name", "Ready", "Reason", "Reauth", "Access-Expires", "Refresh-Expires",
+                     "Age"]  # fmt: skip
+    [row] = table["rows"]
+    assert row["cells"][:6] == ["a", "True", "Refreshed", "False", "2099-01-01T00:00:00Z",
+                                "2099-06-01T00:00:00Z"]  # fmt: skip
+    assert row["cells"][6] != "<invalid>" and row["cells"][6].endswith("s")
+    assert row["object"]["kind"] == "PartialObjectMetadata"
+    assert row["object"]["metadata"]["name"] == "a"
+    one = s.admin.get(f"{LUCIDGRANTS}/a", headers=TABLE, params={"includeObject": "Object"})
+    assert one.json()["rows"][0]["object"]["spec"]["scopes"] == ["offline_access"]
+    bare = s.admin.get(LUCIDGRANTS, headers=TABLE, params={"includeObject": "None"}).json()
+    assert "object" not in bare["rows"][0]
+
+    # The CRD has no date column but Age: an expiry as a date would print <invalid>.
+    crd = yaml.safe_load((CRDS / "lucidgrant.dev_lucidgrants.yaml").read_text())
+    columns = crd["spec"]["versions"][0]["additionalPrinterColumns"]
+    dated = [c["jsonPath"] for c in columns if c["type"] == "date"]
+    assert dated == [".metadata.creationTimestamp"]
+    gizmo = crd_with_columns(
+        "gizmos", "Gizmo", [{"name": "Expires", "type": "date", "jsonPath": ".status.expires"}]
+    )
+    assert s.admin.post(CRD_PATH, json=gizmo).status_code == 201
+    gizmos = f"/apis/{GROUP}/{VERSION}/namespaces/default/gizmos"
+    s.create(gizmos, {"metadata": {"name": "g"}, "spec": {}})
+    future = {"status": {"expires": "2099-01-01T00:00:00Z"}}
+    assert s.admin.patch(f"{gizmos}/g/status", json=future, headers=MERGE).is_success
+    assert s.admin.get(gizmos, headers=TABLE).json()["rows"][0]["cells"] == ["g", "<invalid>"]
+
+    gadgets = s.admin.get(GADGETS.format(ns="default"), headers=TABLE).json()
+    assert [c["name"] for c in gadgets["columnDefinitions"]] == ["Name", "Age"]
+    s.create(SECRETS.format(ns="default"), secret("s"))
+    secrets = s.admin.get(SECRETS.format(ns="default"), headers=TABLE).json()
+    assert [c["name"] for c in secrets["columnDefinitions"]] == ["Name", "Created At"]
+    assert secrets["rows"][0]["cells"][0] == "s"
+    assert s.admin.get(SECRETS.format(ns="default")).json()["kind"] == "SecretList"
+
+
+def crd_with_columns(plural: str, kind: str, columns: list[dict[str, Any]]) -> dict[str, Any]:
+    body = crd(plural, kind, GADGET_SCHEMA)
+    body["spec"]["versions"][0]["additionalPrinterColumns"] = columns
+    return body
