@@ -31,7 +31,7 @@ from urllib.parse import unquote
 import yaml
 from aiohttp import web
 
-from lucidgrant_testbed import CRDS
+from lucidgrant_testbed import CRDS, kube_openapi
 from lucidgrant_testbed.kube_errors import ApiError, Cause, bad_request, for_code, invalid
 from lucidgrant_testbed.kube_rbac import (
     ADMIN,
@@ -566,6 +566,20 @@ class KubeAPI:
         parts = [unquote(p) for p in path.split("/") if p]
         if parts == ["version"]:
             return dict(_KUBE_VERSION)
+        if parts == ["openapi", "v3"]:
+            return kube_openapi.discovery(list(self.store.types.values()))
+        if parts[:2] == ["openapi", "v3"]:
+            root = parts[2:]
+            if len(root) == 3 and root[0] == "apis":
+                group, version = root[1], root[2]
+            elif len(root) == 2 and root[0] == "api":
+                group, version = "", root[1]
+            else:
+                raise _not_found()
+            doc = kube_openapi.document(list(self.store.types.values()), group, version)
+            if doc is None:
+                raise _not_found()
+            return doc
         if parts == ["api"]:
             return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
         if parts == ["apis"]:

@@ -1,14 +1,15 @@
 """The real API server's rules that the emulator learned from kubernetes/kubernetes, each test
 naming the source file that has the rule: list/watch failures, watch history and restarts,
 RBAC and the OwnerReferencesPermissionEnforcement admission plugin, deletion propagation and
-namespace deletion, object metadata validation, fieldValidation, chunked lists, and Table
-answers."""
+namespace deletion, object metadata validation, fieldValidation, the OpenAPI v3 documents,
+Table answers, and chunked lists."""
 
 from __future__ import annotations
 
 import base64
 import json
 import pathlib
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -748,3 +749,40 @@ def crd_with_columns(plural: str, kind: str, columns: list[dict[str, Any]]) -> d
     body = crd(plural, kind, GADGET_SCHEMA)
     body["spec"]["versions"][0]["additionalPrinterColumns"] = columns
     return body
+
+
+# --- 9. OpenAPI v3 -----------------------------------------------------------------------------
+
+
+def test_openapi_v3_serves_the_crd_schemas_for_kubectl(serve: Any) -> None:
+    """vendor/k8s.io/kube-openapi/pkg/handler3/handler.go: `/openapi/v3` lists a
+    serverRelativeURL per group version; apiextensions-apiserver/pkg/controller/openapi/builder/
+    builder.go: the CRD's schema as a component named by the reversed group, with
+    x-kubernetes-group-version-kind and metadata a reference to ObjectMeta, and the resource's
+    paths; cli-runtime/pkg/resource/query_param_verifier_v3.go: kubectl sends
+    fieldValidation=Strict when the kind's PATCH declares the parameter."""
+    s = serve(crds=[CRDS])
+    paths = s.admin.get("/openapi/v3").json()["paths"]
+    assert {"api/v1", "apis/lucidgrant.dev/v1alpha1"} <= set(paths)
+    url = paths["apis/lucidgrant.dev/v1alpha1"]["serverRelativeURL"]
+    assert url.startswith("/openapi/v3/apis/lucidgrant.dev/v1alpha1?hash=")
+    doc = s.admin.get(url).json()
+    schemas = doc["components"]["schemas"]
+    schema = schemas["dev.lucidgrant.v1alpha1.LucidGrant"]
+    gvk = {"group": "lucidgrant.dev", "version": "v1alpha1", "kind": "LucidGrant"}
+    assert schema["x-kubernetes-group-version-kind"] == [gvk]
+    crd = yaml.safe_load((CRDS / "lucidgrant.dev_lucidgrants.yaml").read_text())
+    declared = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert schema["properties"]["spec"] == declared["properties"]["spec"]
+    meta_ref = schema["properties"]["metadata"]["allOf"][0]["$ref"]
+    assert meta_ref == "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+    refs = re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', json.dumps(doc))
+    assert refs and all(ref in schemas for ref in refs)
+    item = "/apis/lucidgrant.dev/v1alpha1/namespaces/{namespace}/lucidgrants/{name}"
+    patch = doc["paths"][item]["patch"]
+    assert patch["x-kubernetes-group-version-kind"] == gvk
+    assert "fieldValidation" in [p["name"] for p in patch["parameters"]]
+    assert f"{item}/status" in doc["paths"]
+    core = s.admin.get(paths["api/v1"]["serverRelativeURL"]).json()
+    assert "io.k8s.api.core.v1.Secret" in core["components"]["schemas"]
+    assert s.admin.get("/openapi/v3/apis/nothing.example/v1").status_code == 404
