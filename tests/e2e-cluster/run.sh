@@ -152,17 +152,21 @@ print(answer[field] if field else json.dumps(answer))
 }
 
 # grant_manifest NAME BOOTSTRAP TOKEN_SECRET REFRESH_TOKEN [SPEC_LINE]: a bootstrap Secret and
-# a LucidGrant using it, as YAML on stdout (piped to kubectl: no token in a process list).
+# a LucidGrant using it (in namespace $NS, default $GRANT_NS), as YAML on stdout (piped to
+# kubectl: no token in a process list).
 grant_manifest() {
     cat <<EOF
 apiVersion: v1
 kind: Secret
-metadata: {name: $2, namespace: $GRANT_NS}
+metadata:
+  name: $2
+  namespace: ${NS:-$GRANT_NS}
+  labels: {lucidgrant.dev/role: client} # marked, or the operator does not read it
 stringData: {refresh_token: "$4"}
 ---
 apiVersion: lucidgrant.dev/v1alpha1
 kind: LucidGrant
-metadata: {name: $1, namespace: $GRANT_NS}
+metadata: {name: $1, namespace: ${NS:-$GRANT_NS}}
 spec:
   clientSecretRef: {name: lucid-oauth-client}
   scopes: [lucidchart.document.content:readonly, offline_access]
@@ -173,8 +177,34 @@ spec:
 EOF
 }
 
-grant_field() { # grant_field JSONPATH
-    kubectl -n "$GRANT_NS" get lucidgrant "$GRANT" -o "jsonpath=$1"
+client_secret() { # client_secret NAMESPACE: the client Secret's manifest, marked for lucidgrant
+    cat <<EOF
+apiVersion: v1
+kind: Secret
+metadata:
+  name: lucid-oauth-client
+  namespace: $1
+  labels: {lucidgrant.dev/role: client}
+stringData: {client_id: $CLIENT_ID, client_secret: $CLIENT_SECRET}
+EOF
+}
+
+grant_field() { # grant_field JSONPATH [NAME]: of grant NAME (default $GRANT)
+    kubectl -n "$GRANT_NS" get lucidgrant "${2:-$GRANT}" -o "jsonpath=$1"
+}
+
+ready_reason_is() { # ready_reason_is NAME REASON
+    [[ "$(grant_field '{.status.conditions[?(@.type=="Ready")].reason}' "$1")" == "$2" ]]
+}
+
+secret_exists() { # secret_exists NAME
+    kubectl -n "$GRANT_NS" get secret "$1" >/dev/null 2>&1
+}
+
+issue_grant() { # a refresh token of a new grant at the emulator, as if a person authorized
+    emulator /_emulator/grants \
+        "{\"client_id\": \"$CLIENT_ID\", \"scopes\": [\"lucidchart.document.content:readonly\", \"offline_access\"]}" \
+        refresh_token
 }
 
 secret_field() { # secret_field SECRET KEY: the decoded value
@@ -269,20 +299,13 @@ main() {
 
     log "issuing a grant at the emulator (as if a person had authorized)"
     local refresh_token
-    refresh_token="$(emulator /_emulator/grants \
-        "{\"client_id\": \"$CLIENT_ID\", \"scopes\": [\"lucidchart.document.content:readonly\", \"offline_access\"]}" \
-        refresh_token)"
+    refresh_token="$(issue_grant)"
     [[ -n "$refresh_token" ]]
 
     log "creating the client Secret, the bootstrap Secret and the LucidGrant"
     kubectl create namespace "$GRANT_NS"
     # Through stdin, so that no token shows up in a process list.
-    kubectl apply -f - <<EOF
-apiVersion: v1
-kind: Secret
-metadata: {name: lucid-oauth-client, namespace: $GRANT_NS}
-stringData: {client_id: $CLIENT_ID, client_secret: $CLIENT_SECRET}
-EOF
+    client_secret "$GRANT_NS" | kubectl apply -f -
     grant_manifest "$GRANT" lucid-bootstrap lucid-token "$refresh_token" | kubectl apply -f -
 
     log "waiting for Ready"
@@ -304,6 +327,7 @@ EOF
         return 1
     }
     [[ "$(grant_field '{.status.conditions[?(@.type=="ReauthorizationRequired")].status}')" != True ]]
+    check_consumer_secret_comes_back
 
     log "revoking the grant at the emulator"
     emulator /_emulator/revoke "{\"token\": \"$refresh_token\"}" >/dev/null
@@ -318,6 +342,9 @@ EOF
 
     check_rbac
     check_long_name_and_foreground_revoke
+    check_refused_labels_are_invalid_spec
+    check_kubectl_sees_the_schema
+    check_namespace_deletion_revokes
 }
 
 # The rules tests/e2e enforces on the emulated API server (docs/real-server.md), asked of the
@@ -329,6 +356,7 @@ check_rbac() {
     for check in \
         "list lucidgrants.lucidgrant.dev --all-namespaces" \
         "watch lucidgrants.lucidgrant.dev --all-namespaces" \
+        "list secrets --all-namespaces" \
         "patch lucidgrants.lucidgrant.dev -n $GRANT_NS" \
         "patch lucidgrants.lucidgrant.dev --subresource=status -n $GRANT_NS" \
         "update lucidgrants.lucidgrant.dev --subresource=finalizers -n $GRANT_NS" \
@@ -358,18 +386,99 @@ check_long_name_and_foreground_revoke() {
     local name refresh_token
     name="long-$(printf 'n%.0s' {1..60})"
     log "a grant named with ${#name} characters, deletionPolicy Revoke"
-    refresh_token="$(emulator /_emulator/grants \
-        "{\"client_id\": \"$CLIENT_ID\", \"scopes\": [\"lucidchart.document.content:readonly\", \"offline_access\"]}" \
-        refresh_token)"
+    refresh_token="$(issue_grant)"
     grant_manifest "$name" long-bootstrap long-token "$refresh_token" "deletionPolicy: Revoke" |
         kubectl apply -f -
     kubectl -n "$GRANT_NS" wait --for=condition=Ready --timeout=180s "lucidgrant/$name"
+    local secret label annotation
+    for secret in "$name-lucidgrant-state" long-token; do
+        label="$(kubectl -n "$GRANT_NS" get secret "$secret" \
+            -o 'jsonpath={.metadata.labels.lucidgrant\.dev/grant}')"
+        annotation="$(kubectl -n "$GRANT_NS" get secret "$secret" \
+            -o 'jsonpath={.metadata.annotations.lucidgrant\.dev/grant-name}')"
+        [[ "$annotation" == "$name" && -n "$label" && ${#label} -le 63 ]] || {
+            log "Secret $secret: label $label, annotation $annotation"
+            return 1
+        }
+    done
     log "deleting it with --cascade=foreground"
     kubectl -n "$GRANT_NS" delete --cascade=foreground --timeout=120s "lucidgrant/$name"
     [[ "$(emulator /_emulator/lookup "{\"token\": \"$refresh_token\"}" revoked)" == True ]] || {
         log "the grant was not revoked at Lucid"
         return 1
     }
+}
+
+# A deleted consumer Secret is written again (test_real_server.py: within the re-list interval
+# even when the watch never said DELETED; here the watch may well say it).
+check_consumer_secret_comes_back() {
+    log "deleting the consumer Secret lucid-token"
+    kubectl -n "$GRANT_NS" delete secret lucid-token
+    wait_until 330 "lucid-token written again (LUCIDGRANT_RESYNC_INTERVAL 300 s)" \
+        secret_exists lucid-token
+}
+
+# Labels the API server refuses on the consumer Secret are InvalidSpec naming the field
+# (test_consumer_labels_the_server_refuses_are_an_invalid_spec).
+check_refused_labels_are_invalid_spec() {
+    local name=bad-labels refresh_token message
+    log "a grant whose accessTokenSecret.labels the server refuses"
+    refresh_token="$(issue_grant)"
+    grant_manifest "$name" bad-labels-bootstrap bad-labels-token "$refresh_token" |
+        kubectl apply -f -
+    kubectl -n "$GRANT_NS" patch "lucidgrant/$name" --type merge \
+        -p '{"spec": {"accessTokenSecret": {"labels": {"a": "-x"}}}}'
+    wait_until 120 "Ready=False InvalidSpec" ready_reason_is "$name" InvalidSpec
+    message="$(grant_field '{.status.conditions[?(@.type=="Ready")].message}' "$name")"
+    [[ "$message" == *spec.accessTokenSecret.labels* ]] || {
+        log "InvalidSpec does not name spec.accessTokenSecret.labels: $message"
+        return 1
+    }
+    kubectl -n "$GRANT_NS" delete "lucidgrant/$name" --timeout=120s
+}
+
+# What tests/testbed/test_kube_real_rules.py asks of the emulated server, asked of this one:
+# kubectl's Strict field validation refuses an unknown field, `kubectl get` prints the CRD's
+# printer columns and no <invalid> (no date column in the future), `kubectl explain` reads the
+# OpenAPI v3 document.
+check_kubectl_sees_the_schema() {
+    local out
+    log "kubectl: strict field validation, printer columns, explain"
+    if out="$(grant_manifest strict strict-bootstrap strict-token unused 'bogusField: 1' |
+        kubectl apply -f - 2>&1)"; then
+        log "an unknown field was accepted: $out"
+        return 1
+    fi
+    [[ "$out" == *'strict decoding error: unknown field "spec.bogusField"'* ]] || {
+        log "unexpected refusal: $out"
+        return 1
+    }
+    out="$(kubectl -n "$GRANT_NS" get lucidgrants)"
+    log "$out"
+    [[ "$out" == *READY*REASON*REAUTH*ACCESS-EXPIRES*REFRESH-EXPIRES*AGE* ]] || return 1
+    [[ "$out" != *'<invalid>'* ]] || return 1
+    kubectl explain lucidgrant.spec.clientSecretRef | grep -q 'Name of the Secret'
+}
+
+# Deleting the namespace of a grant with deletionPolicy Revoke: revoked at Lucid, or the operator
+# says loudly that it could not, the client Secret having gone with the namespace
+# (test_namespace_deletion_still_revokes).
+check_namespace_deletion_revokes() {
+    local ns=lucidgrant-e2e-gone refresh_token
+    log "deleting the namespace of a grant with deletionPolicy Revoke"
+    kubectl create namespace "$ns"
+    client_secret "$ns" | kubectl apply -f -
+    refresh_token="$(issue_grant)"
+    NS="$ns" grant_manifest doomed doomed-bootstrap doomed-token "$refresh_token" \
+        'deletionPolicy: Revoke' | kubectl apply -f -
+    kubectl -n "$ns" wait --for=condition=Ready --timeout=180s lucidgrant/doomed
+    kubectl delete namespace "$ns" --timeout=180s
+    [[ "$(emulator /_emulator/lookup "{\"token\": \"$refresh_token\"}" revoked)" == True ]] ||
+        kubectl -n "$OPERATOR_NS" logs -l app.kubernetes.io/name=lucidgrant --tail=500 |
+        grep -q 'NOT revoked at Lucid' || {
+            log "neither revoked at Lucid nor said so"
+            return 1
+        }
 }
 
 if [[ "${1:-}" == "--render" ]]; then
