@@ -106,6 +106,29 @@ def test_a_secret_deleted_unseen_is_created_again_within_the_resync_interval(
     assert lucid.grant_info(grant_id).rotations == rotations
 
 
+def test_a_grant_deleted_unseen_is_forgotten_within_the_resync_interval(
+    kube_api, cluster, lucid, start_operator
+):
+    """A grant (deletionPolicy Retain: no finalizer) deleted while the grant watch is down, its
+    DELETED lost: the re-list forgets it, so its metrics go (it lingered, reported Ready)."""
+    kube, _ = kube_api
+    lucid.access_ttl = 3600.0
+    setup_grant(cluster, lucid)
+    proc = start_operator(LUCIDGRANT_RESYNC_INTERVAL="3")
+    ready(cluster)
+
+    def series() -> bool:
+        return 'lucidgrant_ready{name="reporting",namespace="default"}' in proc.metrics()
+
+    wait_for(series, what="the grant's metrics")
+    kube.faults.add("GET", "/lucidgrants", 503, verbs=("watch",), seconds=3)
+    kube.drop_watches()
+    cluster.delete_grant("reporting")
+    kube.restart()
+    wait_for(lambda: not series(), timeout=20, what="the grant forgotten")
+    assert 'lucidgrant_grants{state="ready"} 0.0' in proc.metrics()
+
+
 def test_lists_are_read_in_chunks_to_the_end(kube_api, cluster, lucid, start_operator):
     """kopf's lists and the re-list ask for pages of 500 and follow `continue`: the grant's
     Secrets come after 600 others, on the second page, and are never taken for deleted."""

@@ -89,3 +89,22 @@ async def test_secrets_are_read_from_the_api_server_once_then_from_the_cache():
         "tok",
         "tok",  # outside the watch's selection: read each time, no event would update it
     ]
+
+
+def test_a_relist_finds_what_a_watch_gap_hid_but_not_what_came_after_it():
+    cache = Cache()
+    cache.observe_grant(grant(rv="5"))
+    cache.observe_secret(secret("client", "7"))
+    cache.observe_secret(secret("tok", "12"))  # written after the list's resourceVersion 10
+    listed: set[tuple[str, str]] = set()
+    gone = cache.secrets_gone("ns", listed, 10)
+    assert [s["metadata"]["name"] for s in gone] == ["client"]
+    assert cache.secrets_gone("other", listed, 10) == []
+    assert cache.secrets_gone("ns", {("ns", "client")}, 10) == []
+    assert [g["metadata"]["name"] for g in cache.grants_gone("ns", listed, 10)] == ["g"]
+    assert cache.grants_gone("ns", listed, 4) == [], "the grant came after the list"
+    assert cache.secret_changed(secret("client", "8"))
+    assert not cache.secret_changed(secret("client", "7"))
+    assert not cache.secret_changed(secret("never-read", "1"))
+    assert cache.grant_changed(grant(name="new"))
+    assert not cache.grant_changed(grant(rv="5"))
