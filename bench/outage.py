@@ -394,14 +394,14 @@ def section(results: list[dict[str, Any]]) -> str:
     return "\n".join([*lines, "", NOTES])
 
 
-def publish(path: Path, text: str) -> None:
-    """Put the section into a results file, replacing the one it had, keeping the rest."""
+def publish(path: Path, text: str, title: str = SECTION) -> None:
+    """Put the section `title` into a results file, replacing the one it had, keeping the rest."""
     old = path.read_text() if path.exists() else ""
-    at = old.find(SECTION)
+    at = old.find(title)
     if at < 0:
         head, tail = old, ""
     else:
-        head, nxt = old[:at], old.find("\n## ", at + len(SECTION))
+        head, nxt = old[:at], old.find("\n## ", at + len(title))
         tail = "" if nxt < 0 else old[nxt:]
     path.write_text(head.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n" + tail)
 
