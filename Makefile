@@ -61,6 +61,7 @@ chaos: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench outage --grants 1000,10000 --results bench/RESULTS.md
+	$(BIN)/python -m bench secrets --unrelated 0,20000 --results bench/RESULTS.md
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) $(RENDERED) .pytest_cache .mypy_cache .ruff_cache

@@ -44,16 +44,17 @@ async def _create_unrelated(kube_url: str, count: int, kb: int, concurrency: int
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
 
         async def one(i: int) -> None:
-            blob = base64.b64encode(os.urandom(kb * 1024)).decode()
-            body = {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": f"unrelated-{i:05d}", "labels": {"owner": "helm"}},
-                "data": {"release": blob},
-            }
-            async with slots, session.post(kube_url + SECRETS.format(ns=NAMESPACE), json=body) as r:
-                if r.status >= 300:
-                    raise RuntimeError(f"unrelated Secret {i}: {r.status} {await r.text()}")
+            async with slots:  # the data made in the slot: 20,000 at once are 2.7 GB
+                blob = base64.b64encode(os.urandom(kb * 1024)).decode()
+                body = {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": f"unrelated-{i:05d}", "labels": {"owner": "helm"}},
+                    "data": {"release": blob},
+                }
+                async with session.post(kube_url + SECRETS.format(ns=NAMESPACE), json=body) as r:
+                    if r.status >= 300:
+                        raise RuntimeError(f"unrelated Secret {i}: {r.status} {await r.text()}")
 
         await asyncio.gather(*(one(i) for i in range(count)))
 
@@ -73,6 +74,7 @@ def run_memory(
     grants: int, unrelated: int, kb: int, settle: float, out_dir: Path
 ) -> dict[str, Any]:
     profile = profile_for(grants)
+    out_dir.mkdir(parents=True, exist_ok=True)
     kubeconfig = out_dir / "kubeconfig.yaml"
     kube = procs.start_kubeapi(out_dir, kubeconfig)
     lucid = procs.start_lucid(out_dir, profile.access_ttl, f"{CLIENT_ID}:{CLIENT_SECRET}")
