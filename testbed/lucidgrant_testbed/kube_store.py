@@ -97,11 +97,24 @@ class WatchEvent:
     rv: int
     at: float = field(default_factory=time.monotonic)
     _encoded: dict[str, bytes] = field(default_factory=dict)
+    _left: WatchEvent | None = None
 
     @property
     def namespace(self) -> str:
         ns: str = self.obj["metadata"].get("namespace", "")
         return ns
+
+    def left(self) -> WatchEvent:
+        """What a selecting watcher gets when the object leaves its selection: DELETED with the
+        object as it was before, at this event's resourceVersion, as the API server's watch
+        cache sends it (apiserver/pkg/storage/cacher/cache_watcher.go, convertToWatchEvent)."""
+        if self._left is None:
+            assert self.old is not None
+            meta = {**self.old["metadata"], "resourceVersion": str(self.rv)}
+            self._left = WatchEvent(
+                "DELETED", {**self.old, "metadata": meta}, None, self.rv, self.at
+            )
+        return self._left
 
     def line(self, kind: str, api_version: str) -> bytes:
         """The event as one line of a watch stream; the object is encoded once per version."""
@@ -134,7 +147,7 @@ class Watcher:
         if now:
             self.queue.put_nowait(("MODIFIED" if before else "ADDED", event))
         elif before:
-            self.queue.put_nowait(("DELETED", event))
+            self.queue.put_nowait(("DELETED", event.left()))
 
 
 @dataclass

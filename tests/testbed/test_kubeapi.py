@@ -904,6 +904,17 @@ def test_watch_selectors(core: Any) -> None:
     )
     # c enters the selection by an edit (ADDED), a leaves it by one (DELETED).
     assert events == [("ADDED", "a"), ("ADDED", "c"), ("DELETED", "a")]
+    # The DELETED one is the object as it was (still selected), at the edit's resourceVersion.
+    *_, last = watch_stream(
+        core.list_namespaced_secret,
+        "default",
+        resource_version=rv,
+        label_selector="app=x",
+        timeout_seconds=1,
+    )
+    left = last["raw_object"]["metadata"]
+    edited = core.read_namespaced_secret("a", "default").metadata
+    assert (left["labels"], left["resourceVersion"]) == ({"app": "x"}, edited.resource_version)
     events = collect(
         core.list_namespaced_secret,
         "default",
