@@ -9,6 +9,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +17,43 @@ from tests.e2e.harness import wait_for
 
 from .test_wal import logged_tokens
 from .world import LOCK_TTL, LONG, SHORT, GrantView, Size, percentile, summary, world
+
+
+def where_lost(
+    unstored: dict[str, float],
+    answered_at: dict[str, float],
+    lives: list[tuple[float, float]],
+    logged: set[str],
+) -> dict[str, Any]:
+    """Where each refresh token that never reached a state Secret was when its process was
+    killed, along its way: the request reached Lucid, Lucid minted the token, Lucid handed the
+    answer to the socket, the process read it, parsed it and appended it to its log.
+
+    - minted after the kill: the request was queued in Lucid when the process died; no
+      process received the answer;
+    - still inside Lucid: minted while the process lived, the answer not yet written out;
+    - unread by the process: the answer was in the process's socket buffer, not in its log
+      (reading, parsing and appending run without a pause in between: the process had not
+      yet read it); with how long it had been there;
+    - in the log: the process had it safe (lost only when the log went with the pod)."""
+    counts = dict.fromkeys(("after_the_kill", "inside_lucid", "unread", "in_the_log"), 0)
+    unread_ms: list[float] = []
+    for token, minted in unstored.items():
+        killed = next((k for s, k in lives if s <= minted <= k), None)
+        sent = answered_at.get(token)
+        if killed is None:
+            counts["after_the_kill"] += 1
+        elif token in logged:
+            counts["in_the_log"] += 1
+        elif sent is None or sent > killed:
+            counts["inside_lucid"] += 1
+        else:
+            counts["unread"] += 1
+            unread_ms.append(round((killed - sent) * 1000, 1))
+    return {
+        **{f"lost_{where}": n for where, n in counts.items()},
+        "unread_for_ms": sorted(unread_ms),
+    }
 
 
 def restarts(tmp: Path, size: Size, sig: signal.Signals, wal: str | None = None) -> None:
@@ -37,7 +75,7 @@ def restarts(tmp: Path, size: Size, sig: signal.Signals, wal: str | None = None)
         kills: list[float] = []
         codes: list[int] = []
         lives: list[tuple[float, float]] = []  # each killed process: started, killed
-        logged: set[str] = set()  # refresh tokens found in the log after a kill
+        logged: set[str] = set()  # refresh tokens found in the log after a kill (before a wipe)
         deadline = time.monotonic() + (900 if size.long else 150)
         while (w.rotations() < size.rotations or len(kills) < size.kills) and (
             time.monotonic() < deadline
@@ -51,10 +89,9 @@ def restarts(tmp: Path, size: Size, sig: signal.Signals, wal: str | None = None)
             kills.append(time.time())
             codes.append(proc.stop(sig))
             lives.append((started_at, kills[-1]))
+            logged |= logged_tokens(wal_dir)
             if wal == "wiped":
                 shutil.rmtree(wal_dir, ignore_errors=True)
-            elif wal == "kept":
-                logged |= logged_tokens(wal_dir)
         w.lucid.faults.clear()
         rotations = w.rotations()
         # Afterwards: one more start; every grant either serves again or is flagged. The verdict
@@ -94,11 +131,9 @@ def restarts(tmp: Path, size: Size, sig: signal.Signals, wal: str | None = None)
         unexplained = [
             t for t, at in unstored.items() if not any(at - 1 <= k <= at + 5 for k in kills)
         ]
-        # Minted after its process was killed (the request reached Lucid, the answer no one):
-        # no log can hold it. Minted before: the answer could have reached the process.
-        after_kill = sum(1 for at in unstored.values() if not any(s <= at <= k for s, k in lives))
+        where = where_lost(unstored, w.answered_at.copy(), lives, logged)
         # With the log kept, a token that reached it is never lost.
-        replay_failed = sorted(t[:6] for t in unstored if t in logged)
+        replay_failed = sorted(t[:6] for t in unstored if t in logged) if wal == "kept" else []
         row = summary(
             w,
             scenario,
@@ -114,8 +149,7 @@ def restarts(tmp: Path, size: Size, sig: signal.Signals, wal: str | None = None)
             window_p99_ms=round(percentile(windows, 0.99) * 1000, 1),
             window_max_ms=round(max(windows) * 1000, 1) if windows else None,
             tokens_never_stored=len(unstored),
-            lost_minted_after_the_kill=after_kill,
-            lost_minted_before_the_kill=len(unstored) - after_kill,
+            **where,
             unexplained_losses=len(unexplained),
             seconds_after_restart=round(time.monotonic() - started, 1),
         )

@@ -1,15 +1,17 @@
 """The chaos harness: the emulated API server and Lucid in threads, the real operator as
 subprocesses, many grants, and the bookkeeping that says what a fault cost.
 
-Two hooks record the moments that matter, without touching the operator:
+Hooks record the moments that matter, without touching the operator:
 - the Lucid emulator's rotation observer notes, for each new refresh token, when Lucid minted
-  it (the old one is dead from that instant);
+  it (the old one is dead from that instant), and its answer observer when the answer carrying
+  it was handed to the socket;
 - the API server's commit is wrapped to note when each refresh token first reached a state
   Secret. The difference is the window in which a dying process loses a grant."""
 
 from __future__ import annotations
 
 import base64
+import json
 import math
 import signal
 import threading
@@ -156,6 +158,7 @@ class World:
     rotated_at: dict[str, float] = field(default_factory=dict)  # new refresh token -> when
     rotated_grant: dict[str, str] = field(default_factory=dict)  # new refresh token -> grant id
     stored_at: dict[str, float] = field(default_factory=dict)  # refresh token -> first stored
+    answered_at: dict[str, float] = field(default_factory=dict)  # refresh token -> answer sent
     arrivals: list[float] = field(default_factory=list)  # when each call reached Lucid
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -180,8 +183,17 @@ class World:
             # delay: counts calls made during a fault even if answered after it.
             self.arrivals.append(time.time())
 
+        def answered(endpoint: str, body: bytes) -> None:
+            # Token answers that rotated carry a JSON object; faults may send anything else.
+            if endpoint.startswith("token") and body.startswith(b"{"):
+                token = json.loads(body).get("refresh_token")
+                if token:
+                    with self._lock:
+                        self.answered_at[token] = time.time()
+
         self.lucid.on_rotation = rotated
         self.lucid.on_arrival = arrived
+        self.lucid.on_answered = answered
 
     def _hook_kube(self) -> None:
         store = self.kube.store

@@ -56,6 +56,10 @@ class LucidEmulator(GrantBook):
         # Called once per token, introspect or revoke request as it arrives, before any fault or
         # delay: lets a test count calls made during a fault even if answered after it.
         self.on_arrival: Callable[[], None] | None = None
+        # Called with (endpoint, body) once a token, introspect or revoke answer has been handed
+        # to the socket (on loopback: it is in the client's receive buffer): lets a test tell an
+        # answer still inside Lucid from one the client had but did not act on.
+        self.on_answered: Callable[[str, bytes], None] | None = None
         self._runner: web.AppRunner | None = None
         self._url = ""
 
@@ -130,7 +134,7 @@ class LucidEmulator(GrantBook):
         if delay and process_first:
             response = self._answer(endpoint, answer)
             await asyncio.sleep(delay)
-            return response
+            return await self._sent(request, endpoint, response)
         if delay:
             await asyncio.sleep(delay)
             if request.transport is None or request.transport.is_closing():
@@ -138,7 +142,20 @@ class LucidEmulator(GrantBook):
                 with self._lock:
                     self.calls[(endpoint, 499)] += 1
                 return web.Response(status=499)
-        return self._answer(endpoint, answer)
+        return await self._sent(request, endpoint, self._answer(endpoint, answer))
+
+    async def _sent(
+        self, request: web.Request, endpoint: str, response: web.Response
+    ) -> web.Response:
+        """Write the answer out here rather than after the handler returns, to tell
+        `on_answered` when it left (aiohttp does not write a prepared answer twice)."""
+        if self.on_answered is None:
+            return response
+        await response.prepare(request)
+        await response.write_eof()
+        body = response.body
+        self.on_answered(endpoint, body if isinstance(body, bytes) else b"")
+        return response
 
     def _answer(self, endpoint: str, answer: Callable[[], web.Response]) -> web.Response:
         with self._lock:
