@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 
@@ -80,6 +81,12 @@ class PartialAnswerError(TransientError):
     def __init__(self, refresh_token: str) -> None:
         super().__init__("Lucid's token answer lacks a valid field (its refresh token is kept)")
         self.refresh_token = refresh_token
+
+
+# What the refresh path does with a token answer (or a partial one) the moment it is parsed:
+# append it to the write-ahead log, since Lucid has rotated and the answer is all there is.
+Keep = Callable[["TokenSet | PartialAnswerError"], None]
+T = TypeVar("T")
 
 
 class ClientRejectedError(LucidError):
@@ -224,8 +231,14 @@ async def _read_capped(response: httpx.Response) -> bytes:
     declared = response.headers.get("Content-Length", "")
     if encoding != "identity" or (declared.isdigit() and int(declared) > MAX_ANSWER_BYTES):
         raise AnswerTooLarge(response.status_code)
+    # The transport's stream, not aiter_bytes(): that one releases the connection (awaiting,
+    # so the event loop turns) as soon as the last byte is in, before the caller can keep the
+    # answer. The `stream()` context releases it afterwards. (Identity only: raw is the body.)
+    stream = response.stream
+    if not isinstance(stream, httpx.AsyncByteStream):
+        raise TypeError("an async HTTP client is needed")
     body = bytearray()
-    async for chunk in response.aiter_bytes():
+    async for chunk in stream:
         body += chunk
         if len(body) > MAX_ANSWER_BYTES:
             raise AnswerTooLarge(response.status_code)
@@ -259,13 +272,23 @@ class LucidClient:
         self._min_expires_in = min_expires_in
 
     async def _post(
-        self, endpoint: Endpoint, path: str, *, json_body: Any = None, form: Any = None
-    ) -> tuple[httpx.Response, float]:
-        """POST and read the answer whole, within the deadline and the size cap. The answer
-        comes back as a response holding the body read and only the headers that are used."""
+        self,
+        endpoint: Endpoint,
+        path: str,
+        answer: Callable[[httpx.Response, float], T],
+        *,
+        json_body: Any = None,
+        form: Any = None,
+    ) -> T:
+        """POST, read the answer whole within the deadline and the size cap, and hand it to
+        `answer` (with when the request was sent) as a response holding the body read and only
+        the headers that are used. `answer` runs the moment the last byte is read: before the
+        connection is released (which awaits) and before any metric, so that a token answer
+        can be put in the write-ahead log with nothing awaited in between."""
         started = time.time()
         t0 = time.perf_counter()
         status = 0
+        answered: list[T] = []
         try:
             async with asyncio.timeout(self._deadline):
                 async with self._http.stream(
@@ -278,38 +301,60 @@ class LucidClient:
                     status = streamed.status_code
                     body = await _read_capped(streamed)
                     retry_after = streamed.headers.get("Retry-After")
+                    headers = {} if retry_after is None else {"Retry-After": retry_after}
+                    try:
+                        answered.append(
+                            answer(httpx.Response(status, headers=headers, content=body), started)
+                        )
+                    finally:
+                        self._record(endpoint, status, t0)
         except AnswerTooLarge:
             self._record(endpoint, status, t0)
             raise
         # TimeoutError is the overall deadline; TimeoutException one of httpx's per-phase ones.
         except (TimeoutError, httpx.TimeoutException) as exc:
+            if answered:  # only releasing the connection overran: the answer stands
+                return answered[0]
             self._record(endpoint, 0, t0)
             raise TransientError(
                 f"Lucid did not answer within {self._deadline:g}s ({type(exc).__name__})"
             ) from None
         except httpx.HTTPError as exc:
+            if answered:
+                return answered[0]
             self._record(endpoint, 0, t0)
             raise TransientError(f"could not reach Lucid ({type(exc).__name__})") from None
-        self._record(endpoint, status, t0)
-        headers = {} if retry_after is None else {"Retry-After": retry_after}
-        return httpx.Response(status, headers=headers, content=body), started
+        return answered[0]
 
     def _record(self, endpoint: Endpoint, status: int, t0: float) -> None:
         if self._observe is not None:
             self._observe(endpoint, status, time.perf_counter() - t0)
 
-    async def _token(self, endpoint: Endpoint, body: dict[str, str]) -> TokenSet:
-        response, started = await self._post(endpoint, "/oauth2/token", json_body=body)
-        if response.status_code >= 300:
-            raise classify_error(response, time.time())
-        parsed = _json_object(response)
-        if parsed is None:
-            raise TransientError(
-                "Lucid answered with a body that is not JSON", status=response.status_code
-            )
-        return parse_token_response(parsed, started, self._min_expires_in)
+    async def _token(self, endpoint: Endpoint, body: dict[str, str], keep: Keep | None) -> TokenSet:
+        def answer(response: httpx.Response, started: float) -> TokenSet:
+            if response.status_code >= 300:
+                raise classify_error(response, time.time())
+            parsed = _json_object(response)
+            if parsed is None:
+                raise TransientError(
+                    "Lucid answered with a body that is not JSON", status=response.status_code
+                )
+            try:
+                tokens = parse_token_response(parsed, started, self._min_expires_in)
+            except PartialAnswerError as partial:
+                if keep is not None:
+                    keep(partial)
+                raise
+            if keep is not None:
+                keep(tokens)
+            return tokens
 
-    async def refresh(self, client: ClientCredentials, refresh_token: str) -> TokenSet:
+        return await self._post(endpoint, "/oauth2/token", answer, json_body=body)
+
+    async def refresh(
+        self, client: ClientCredentials, refresh_token: str, keep: Keep | None = None
+    ) -> TokenSet:
+        """Refresh; `keep` gets the answer (or the partial answer) as soon as it is parsed."""
         return await self._token(
             "token_refresh",
             {
@@ -318,10 +363,11 @@ class LucidClient:
                 "client_secret": client.client_secret,
                 "grant_type": "refresh_token",
             },
+            keep,
         )
 
     async def exchange_code(
-        self, client: ClientCredentials, code: str, redirect_uri: str
+        self, client: ClientCredentials, code: str, redirect_uri: str, keep: Keep | None = None
     ) -> TokenSet:
         return await self._token(
             "token_code",
@@ -332,24 +378,25 @@ class LucidClient:
                 "grant_type": "authorization_code",
                 "redirect_uri": redirect_uri,
             },
+            keep,
         )
 
     async def _token_call(
         self, endpoint: Endpoint, path: str, client: ClientCredentials, token: str
     ) -> tuple[httpx.Response, float]:
         """Introspect and revoke take the same form: the client's credentials and one token."""
-        response, started = await self._post(
-            endpoint,
-            path,
-            form={
-                "client_id": client.client_id,
-                "client_secret": client.client_secret,
-                "token": token,
-            },
-        )
-        if response.status_code >= 300:
-            raise classify_error(response, time.time())
-        return response, started
+
+        def answer(response: httpx.Response, started: float) -> tuple[httpx.Response, float]:
+            if response.status_code >= 300:
+                raise classify_error(response, time.time())
+            return response, started
+
+        form = {
+            "client_id": client.client_id,
+            "client_secret": client.client_secret,
+            "token": token,
+        }
+        return await self._post(endpoint, path, answer, form=form)
 
     async def introspect(self, client: ClientCredentials, token: str) -> Introspection:
         response, started = await self._token_call(

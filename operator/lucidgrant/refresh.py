@@ -85,6 +85,55 @@ class Failed:
     adopting: str | None
 
 
+class Kept:
+    """Lucid's answer as a rotation record (lucid.Keep): built and written to the write-ahead
+    log the moment the answer is parsed, with nothing awaited since its last byte arrived, then
+    handed to `save_rotation`. Every answer brings a new refresh token with a full lifetime
+    (Lucid's documented one, or the one introspection showed when the grant was adopted); a
+    partial answer's access token, if any, is unusable and counts as expired."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        key: Key,
+        uid: str,
+        lifetime: float,
+        adopting: str | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.store = store
+        self.key = key
+        self.uid = uid
+        self.lifetime = lifetime
+        self.adopting = adopting
+        self.clock = clock
+        self._answer: TokenSet | PartialAnswerError | None = None
+        self._rotation: Rotation | None = None
+
+    def __call__(self, answer: TokenSet | PartialAnswerError) -> None:
+        self._answer, self._rotation = answer, self._build(answer)
+        self.store.log_rotation(self._rotation)
+
+    def rotation(self, answer: TokenSet | PartialAnswerError) -> Rotation:
+        """The record of `answer`: the one logged when it was parsed, or one built now."""
+        if self._rotation is not None and self._answer is answer:
+            return self._rotation
+        return self._build(answer)
+
+    def _build(self, answer: TokenSet | PartialAnswerError) -> Rotation:
+        if isinstance(answer, PartialAnswerError):
+            now = self.clock()
+            ann: dict[str, str | None] = {ANN_ACCESS_EXPIRES: f"{now:.3f}"}
+            refresh, access = answer.refresh_token, None
+        else:
+            now = answer.issued_at
+            ann = token_annotations(answer, now + self.lifetime, "Issued")
+            refresh, access = answer.refresh_token, answer.access_token
+        if self.adopting is not None:
+            ann[ANN_BOOTSTRAP] = self.adopting
+        return Rotation(self.uid, *self.key, now, refresh, access, ann)
+
+
 class Refresher:
     def __init__(
         self,
@@ -123,38 +172,39 @@ class Refresher:
         adopting: str | None = None,
     ) -> Rotated | Failed:
         """Refresh with `refresh_token`, or exchange `code`; `locked` holds the lock."""
+        lifetime = locked.refresh_lifetime or REFRESH_TOKEN_LIFETIME
+        kept = Kept(self.store, key, uid, lifetime, adopting, self.clock)
         try:
             if code is not None:
-                tokens = await self.lucid.exchange_code(creds, code, redirect_uri)
+                tokens = await self.lucid.exchange_code(creds, code, redirect_uri, kept)
             else:
                 assert refresh_token is not None
-                tokens = await self._confirmed(key, creds, refresh_token, adopting)
+                tokens = await self._confirmed(key, creds, refresh_token, adopting, kept)
         except PartialAnswerError as exc:
             # Lucid rotated: keep its refresh token, then fail like any transient error.
-            now = self.clock()
-            ann: dict[str, str | None] = {ANN_ACCESS_EXPIRES: f"{now:.3f}"}
-            if adopting is not None:
-                ann[ANN_BOOTSTRAP] = adopting
-            rotation = Rotation(uid, *key, now, exc.refresh_token, None, ann)
-            saved = await self.store.save_rotation(rotation, locked.resource_version)
+            saved = await self.store.save_rotation(kept.rotation(exc), locked.resource_version)
             return Failed(exc, saved, None)
         except LucidError as exc:
             return Failed(exc, locked, adopting)
-        lifetime = locked.refresh_lifetime or REFRESH_TOKEN_LIFETIME
-        saved = await self._save(key, uid, locked, tokens, lifetime, bootstrap=adopting)
+        saved = await self.store.save_rotation(kept.rotation(tokens), locked.resource_version)
         if adopting is not None:
             saved = await self._introspect_expiry(key, creds, tokens)
         return Rotated(saved)
 
     async def _confirmed(
-        self, key: Key, creds: ClientCredentials, refresh_token: str, adopting: str | None
+        self,
+        key: Key,
+        creds: ClientCredentials,
+        refresh_token: str,
+        adopting: str | None,
+        kept: Kept,
     ) -> TokenSet:
         """Refresh. One invalid_grant is weak evidence (users report flaky ones), so before it is
         believed: re-read the stored token (another writer may have rotated it), ask Lucid's
         introspection whether the token is alive (then the answer was flaky: retry later), and
         try once more after a short pause."""
         try:
-            return await self.lucid.refresh(creds, refresh_token)
+            return await self.lucid.refresh(creds, refresh_token, kept)
         except InvalidGrantError:
             if adopting is None:
                 stored = await self.store.read(*key)
@@ -166,7 +216,7 @@ class Refresher:
                     "reports active"
                 ) from None
             await self.sleep(self.confirm_delay)
-            return await self.lucid.refresh(creds, refresh_token)
+            return await self.lucid.refresh(creds, refresh_token, kept)
 
     async def _reported_alive(self, creds: ClientCredentials, token: str) -> bool:
         """Whether introspection says the token is active; False when it cannot tell."""
@@ -175,26 +225,10 @@ class Refresher:
         except LucidError:
             return False
 
-    async def _save(
-        self,
-        key: Key,
-        uid: str,
-        locked: GrantState,
-        tokens: TokenSet,
-        lifetime: float,
-        *,
-        bootstrap: str | None,
-    ) -> GrantState:
-        """The first duty after Lucid answers: the rotated refresh token exists nowhere else.
-        Every refresh brings a new refresh token with a full lifetime: Lucid's documented one,
-        or the one introspection showed when the grant was adopted."""
-        annotations = token_annotations(tokens, tokens.issued_at + lifetime, "Issued")
-        if bootstrap is not None:
-            annotations[ANN_BOOTSTRAP] = bootstrap
-        rotation = Rotation(
-            uid, *key, tokens.issued_at, tokens.refresh_token, tokens.access_token, annotations
-        )
-        return await self.store.save_rotation(rotation, locked.resource_version)
+    async def _save(self, key: Key, uid: str, locked: GrantState, tokens: TokenSet) -> GrantState:
+        """Store tokens the web flow obtained: the rotated refresh token exists nowhere else."""
+        kept = Kept(self.store, key, uid, REFRESH_TOKEN_LIFETIME, None, self.clock)
+        return await self.store.save_rotation(kept.rotation(tokens), locked.resource_version)
 
     async def _introspect_expiry(
         self, key: Key, creds: ClientCredentials, tokens: TokenSet
@@ -237,7 +271,7 @@ class Refresher:
                 except BaseException:
                     await self.release(key, taken, {})
                     raise
-                await self._save(key, uid, taken, tokens, REFRESH_TOKEN_LIFETIME, bootstrap=None)
+                await self._save(key, uid, taken, tokens)
                 return await self._introspect_expiry(key, creds, tokens)
             if taken.until is not None:
                 await self.sleep(LOCK_RETRY_DELAY)

@@ -314,13 +314,7 @@ class StateStore:
             try:
                 await self.wal.append(rotation)
             except OSError as exc:  # the store below still happens, as without a log
-                log.error(
-                    "write-ahead log %s failed (%s): storing %s/%s without it",
-                    self.wal.path,
-                    exc.strerror or type(exc).__name__,
-                    rotation.namespace,
-                    rotation.name,
-                )
+                self._unlogged(self.wal, rotation, exc)
         attempt = 0
         base_rv: str | None = rv
         while True:
@@ -343,6 +337,25 @@ class StateStore:
         if self.wal is not None:
             self.wal.mark_stored(rotation)
         return saved
+
+    def log_rotation(self, rotation: Rotation) -> None:
+        """Put a rotation in the write-ahead log at once, with nothing awaited: called the
+        moment Lucid's answer is parsed. `save_rotation` then syncs it and stores it."""
+        if self.wal is not None:
+            try:
+                self.wal.write(rotation)
+            except OSError as exc:
+                self._unlogged(self.wal, rotation, exc)
+
+    @staticmethod
+    def _unlogged(wal: RotationLog, rotation: Rotation, exc: OSError) -> None:
+        log.error(
+            "write-ahead log %s failed (%s): storing %s/%s without it",
+            wal.path,
+            exc.strerror or type(exc).__name__,
+            rotation.namespace,
+            rotation.name,
+        )
 
     async def put_rotation(self, rotation: Rotation, rv: str | None) -> GrantState:
         """One write of a rotation (compare-and-swap on `rv` unless None). Lucid just rotated,

@@ -202,9 +202,9 @@ class RotationLog:
 
     # -- the refresh path ----------------------------------------------------------------
 
-    async def append(self, rotation: Rotation) -> None:
-        """Log one rotation: written before the first await, synced to the device before the
-        return. A failed write leaves no half record behind."""
+    def write(self, rotation: Rotation) -> None:
+        """Put one rotation in the file, with one `write` and no await: from then on a killed
+        process still has it (the kernel holds it). A failed write leaves no half record."""
         line = rotation.encode()
         fd = self._file()
         try:
@@ -214,8 +214,14 @@ class RotationLog:
             raise
         self._size += len(line)
         self.pending[rotation.uid] = rotation
+
+    async def append(self, rotation: Rotation) -> None:
+        """Log one rotation (unless `write` did already) and sync it to the device before the
+        return."""
+        if self.pending.get(rotation.uid) is not rotation:
+            self.write(rotation)
         # A duplicate descriptor: a compaction may close ours while the thread syncs.
-        synced = os.dup(fd)
+        synced = os.dup(self._file())
         try:
             await asyncio.to_thread(os.fsync, synced)
         finally:

@@ -8,7 +8,8 @@ import asyncio
 import gzip
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -67,6 +68,24 @@ def client(
     http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
     observe = lambda endpoint, status, _took: seen.append((endpoint, status))  # noqa: E731
     return LucidClient(http, "https://lucid.test", observe=observe, **kwargs), seen
+
+
+@asynccontextmanager
+async def token_endpoint(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
+    """A token endpoint over real HTTP on loopback; yields Lucid's base URL."""
+    app = web.Application()
+    app.router.add_post("/oauth2/token", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 
 def assert_no_secret(exc: BaseException) -> None:
@@ -167,21 +186,11 @@ async def test_a_real_server_dripping_one_byte_at_a_time_is_cut_at_the_deadline(
             await asyncio.sleep(0.05)
         return response
 
-    app = web.Application()
-    app.router.add_post("/oauth2/token", drip)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        async with httpx.AsyncClient(timeout=1.0) as http:
-            lucid = LucidClient(http, f"http://127.0.0.1:{port}", deadline=0.5)
-            t0 = time.monotonic()
-            exc = await refresh_fails(lucid)
-            elapsed = time.monotonic() - t0
-    finally:
-        await runner.cleanup()
+    async with token_endpoint(drip) as url, httpx.AsyncClient(timeout=1.0) as http:
+        lucid = LucidClient(http, url, deadline=0.5)
+        t0 = time.monotonic()
+        exc = await refresh_fails(lucid)
+        elapsed = time.monotonic() - t0
     assert isinstance(exc, TransientError)
     assert 0.4 < elapsed < 3
     assert 0 < dripped < len(json.dumps(answer()))
