@@ -112,6 +112,7 @@ class Runtime:
         self.flow = AuthFlow(self, settings) if settings.external_url else None
         self.started = False
         self._tasks: list[asyncio.Task[Any]] = []
+        self._work: asyncio.Task[None] | None = None
         self._listeners: list[Listener] = []
         self.elector: LeaderElector | None = None
         if settings.leader_election:
@@ -149,7 +150,8 @@ class Runtime:
             )
         for listener in self._listeners:
             await listener.start()
-        self._tasks.append(asyncio.create_task(self._replay_then_run(), name="work queue"))
+        self._work = asyncio.create_task(self._replay_then_run(), name="work queue")
+        self._tasks.append(self._work)
         if self.elector is not None:
             self._tasks.append(asyncio.create_task(self.elector.run(), name="leader election"))
         resync = Resync(self.kube, self.cache, self.on_grant, self.on_secret, s.selector)
@@ -177,14 +179,30 @@ class Runtime:
                 self.metrics.forget_grant(*key)
 
     async def stop(self) -> None:
+        """Stop starting refreshes and let the write-ahead log drain, within the grace period:
+        the refreshes in flight store their tokens, and so does a replay still under way. The
+        Lease is released only if nothing is left in the log: a token still there is stored
+        only by this container's next start, and the standby, taking over at once, would
+        refresh that grant with the token Lucid made dead."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.settings.shutdown_grace
         left = await self.queue.stop(self.settings.shutdown_grace)
         if left:
             log.error("%d reconciles still running at shutdown", left)
+        if self._work is not None:  # a replay under way ends within the grace period too
+            await asyncio.wait({self._work}, timeout=max(0.0, until - loop.time()))
+        unstored = len(self.wal.pending) if self.wal is not None else 0
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.gates.stop()
-        if self.elector is not None:
+        if self.elector is not None and unstored:
+            log.error(
+                "%d rotated refresh token(s) not stored at shutdown stay in the write-ahead log "
+                "for this container's next start; the Lease is left to expire, not released",
+                unstored,
+            )
+        elif self.elector is not None:
             await self.elector.release()
         for listener in self._listeners:
             await listener.stop()
