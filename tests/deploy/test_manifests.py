@@ -365,13 +365,105 @@ def test_deployment_is_hardened() -> None:
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes[mounts["/tmp"]]
-    # The write-ahead log: in memory (never on the node's disk), gone with the pod.
-    wal_dir = Path(env_of(c)["LUCIDGRANT_WAL_DIR"])
-    wal_mount = next(m for m in mounts if wal_dir.is_relative_to(m) and m != "/")
-    assert volumes[mounts[wal_mount]]["emptyDir"]["medium"] == "Memory"
     assert pod["automountServiceAccountToken"] is True
     assert pod["serviceAccountName"] == "lucidgrant"
     assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
+
+
+def wal_volume_faults(pod: Doc) -> list[str]:
+    """What is wrong with where a pod spec keeps the write-ahead log of refresh tokens: it must
+    be an emptyDir in memory (kept across container restarts, never on the node's disk, gone
+    with the pod), and nothing that outlives the pod may hold it (hostPath, a PVC, an ephemeral
+    volume claim, a subPath of another volume)."""
+    faults: list[str] = []
+    volumes = {v["name"]: v for v in pod.get("volumes") or []}
+    for c in pod.get("containers") or []:
+        wal = env_of(c).get("LUCIDGRANT_WAL_DIR")
+        if wal is None:
+            continue
+        wal_dir = Path(wal)
+        holding = [m for m in c.get("volumeMounts") or [] if wal_dir.is_relative_to(m["mountPath"])]
+        if not holding:
+            faults.append(f"{c['name']}: {wal} is on the image's filesystem")
+            continue
+        mount = max(holding, key=lambda m: len(m["mountPath"]))  # the innermost one holds it
+        volume = volumes.get(mount["name"], {})
+        if set(volume) != {"name", "emptyDir"}:
+            faults.append(f"{c['name']}: {wal} is on {sorted(set(volume) - {'name'})}")
+        elif volume["emptyDir"].get("medium") != "Memory":
+            faults.append(f"{c['name']}: {wal} is an emptyDir on the node's disk")
+        elif not volume["emptyDir"].get("sizeLimit"):
+            faults.append(f"{c['name']}: {wal} is an emptyDir without a size limit")
+        if mount.get("subPath") or mount.get("subPathExpr"):
+            faults.append(f"{c['name']}: {wal} is a subPath of {mount['name']}")
+    return faults
+
+
+def rendered_pods() -> list[tuple[str, Doc]]:
+    from tests.deploy.render import TARGETS, render
+
+    return [
+        (f"{target}:{doc['metadata']['name']}", doc["spec"]["template"]["spec"])
+        for target, folder in TARGETS.items()
+        for doc in render(folder)
+        if doc["kind"] == "Deployment"
+    ]
+
+
+def test_the_write_ahead_log_is_in_memory_and_goes_with_the_pod() -> None:
+    pods = rendered_pods()
+    assert pods and all(
+        "LUCIDGRANT_WAL_DIR" in env_of(c) for _, pod in pods for c in pod["containers"]
+    )
+    for where, pod in pods:
+        assert not wal_volume_faults(pod), where
+
+
+@pytest.mark.parametrize(
+    "volume",
+    [
+        {"hostPath": {"path": "/var/lib/lucidgrant"}},
+        {"persistentVolumeClaim": {"claimName": "wal"}},
+        {"ephemeral": {"volumeClaimTemplate": {"spec": {}}}},
+        {"emptyDir": {"sizeLimit": "8Mi"}},
+        {"emptyDir": {"medium": "Memory"}},
+    ],
+    ids=["hostPath", "pvc", "ephemeral", "emptyDir-on-disk", "no-size-limit"],
+)
+def test_the_write_ahead_log_check_can_fail(volume: Doc) -> None:
+    pod = copy.deepcopy(deployment()["spec"]["template"]["spec"])
+    (wal,) = [v for v in pod["volumes"] if v["name"] == "wal"]
+    wal.pop("emptyDir")
+    wal.update(volume)
+    assert wal_volume_faults(pod)
+    unmounted = copy.deepcopy(deployment()["spec"]["template"]["spec"])
+    (c,) = unmounted["containers"]
+    c["volumeMounts"] = [m for m in c["volumeMounts"] if m["name"] != "wal"]
+    (fault,) = wal_volume_faults(unmounted)
+    assert fault.endswith("is on the image's filesystem")
+
+
+def test_the_write_ahead_log_is_in_no_image_layer() -> None:
+    """The log exists only in the mounted volume at run time: no Dockerfile instruction names
+    its path, no VOLUME declares one (an anonymous volume would be on the node's disk), the
+    build context is an allowlist, and no log file sits in what it allows."""
+    from lucidgrant.wal import FILE_NAME
+
+    wal_dir = str(env_of(container())["LUCIDGRANT_WAL_DIR"])
+    parent = str(Path(wal_dir).parent)
+    for stage in dockerfile_stages():
+        for instruction, rest in stage:
+            assert instruction != "VOLUME", rest
+            assert parent not in rest and FILE_NAME not in rest, (instruction, rest)
+    copied = [rest for stage in dockerfile_stages() for i, rest in stage if i in ("COPY", "ADD")]
+    assert sorted(copied) == [
+        "--from=builder /install /usr/local",
+        "operator/ operator/",
+        "pyproject.toml README.md ./",
+    ]
+    allowed = [line[1:] for line in (ROOT / ".dockerignore").read_text().split() if line[0] == "!"]
+    assert sorted(allowed) == ["README.md", "operator/", "pyproject.toml"]
+    assert not [p for p in (ROOT / "operator").rglob(f"{FILE_NAME}*")]
 
 
 def test_deployment_high_availability() -> None:

@@ -54,3 +54,25 @@ def test_a_rotation_the_api_server_never_got_survives_a_kill(
     wait_for(lambda: lucid.grant_info(grant_id).rotations > live.rotations, what="refreshing on")
     assert lucid.invalid_grant_count == 0
     assert not cluster.is_true("reporting", "ReauthorizationRequired")
+
+
+def test_a_graceful_stop_leaves_no_token_in_the_log_directory(
+    cluster: Cluster, lucid: LucidEmulator, start_operator, tmp_path
+):
+    """A pod deletion is a SIGTERM, then the emptyDir goes: the operator itself leaves nothing
+    behind. SIGTERM lands while Lucid's answer is on its way; the process stores it, and the
+    log it exits with holds no token, nor does anything else in its directory."""
+    wal = tmp_path / "wal"
+    grant_id = setup_grant(cluster, lucid)
+    proc = start_operator(LUCIDGRANT_WAL_DIR=str(wal))
+    wait_for(lambda: live_token_written(cluster, lucid, grant_id), what="first rotation stored")
+    before = lucid.grant_info(grant_id).rotations
+    lucid.faults.slow(1.5, process_first=True)  # rotated at once, answered 1.5 s later
+    wait_for(lambda: lucid.grant_info(grant_id).rotations > before, what="the next rotation")
+    assert proc.stop(signal.SIGTERM) == 0
+    assert (cluster.secret(STATE) or {}).get("refresh_token") == lucid.grant_info(
+        grant_id
+    ).refresh_token, "the answer in flight at SIGTERM was not stored"
+    assert (wal / FILE_NAME).stat().st_size == 0
+    left = b"".join(p.read_bytes() for p in wal.rglob("*") if p.is_file())
+    assert not [s for s in lucid.all_issued_secrets() if s.encode() in left]
