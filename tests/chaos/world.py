@@ -367,7 +367,7 @@ class World:
         output, event and status the run produced."""
         texts = list(self.texts)
         for proc in self.procs:
-            texts.append(proc.logs())
+            texts += proc.said()
         texts.append(dump(self.cluster.events()))
         grants = self.cluster.http.get(GRANTS.format(ns=NS)).json().get("items") or []
         texts.append(dump([g.get("status") for g in grants]))

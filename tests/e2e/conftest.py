@@ -81,7 +81,7 @@ def start_operator(
         if proc.proc.poll() is None:
             texts.append(proc.metrics())
         proc.stop()
-        texts.append(proc.logs())
+        texts += proc.said()
     texts.append(dump(cluster.events()))
     texts.append(dump(cluster.statuses()))
     secrets = lucid.all_issued_secrets() | {CLIENT_SECRET}

@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 
 import httpx
 
+from lucidgrant.wal import FILE_NAME
+
 ROOT = Path(__file__).resolve().parents[2]
 GRANTS = "/apis/lucidgrant.dev/v1alpha1/namespaces/{ns}/lucidgrants"
 SECRETS = "/api/v1/namespaces/{ns}/secrets"
@@ -173,6 +175,8 @@ class OperatorProcess:
     ) -> None:
         self.port = int(env.get("LUCIDGRANT_HTTP_PORT") or free_port())
         self.log_path = log_path
+        wal = env.get("LUCIDGRANT_WAL_DIR")
+        self.wal_dir = Path(wal) if wal else None
         full_env = {
             **os.environ,
             "KUBECONFIG": str(kubeconfig),
@@ -220,6 +224,21 @@ class OperatorProcess:
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def said(self) -> list[str]:
+        """What the process leaves where people and tools look, for the leak scan: its log, and
+        every file beside its write-ahead log (in the log's directory, and in the directory
+        around it: the volume in deploy/). The log file, and its temporary copy while it is
+        compacted, hold tokens by design (docs/wal.md) and are the only files that may."""
+        texts = [self.logs()]
+        if self.wal_dir is not None:
+            near = [*self.wal_dir.rglob("*"), *self.wal_dir.parent.glob("*")]
+            texts += [
+                p.read_text(errors="replace")
+                for p in sorted(set(near))
+                if p.is_file() and not (p.parent == self.wal_dir and p.name.startswith(FILE_NAME))
+            ]
+        return texts
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.proc.poll() is None:

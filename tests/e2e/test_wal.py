@@ -11,7 +11,7 @@ from lucidgrant.wal import FILE_NAME
 from lucidgrant_testbed.kubeapi import KubeAPI
 from lucidgrant_testbed.lucid import LucidEmulator
 
-from .harness import Cluster, wait_for
+from .harness import Cluster, leaked, wait_for
 from .test_operator import live_token_written, setup_grant
 
 STATE = "reporting-lucidgrant-state"
@@ -76,3 +76,30 @@ def test_a_graceful_stop_leaves_no_token_in_the_log_directory(
     assert (wal / FILE_NAME).stat().st_size == 0
     left = b"".join(p.read_bytes() for p in wal.rglob("*") if p.is_file())
     assert not [s for s in lucid.all_issued_secrets() if s.encode() in left]
+
+
+def test_the_leak_scan_reads_what_lies_beside_the_log(
+    cluster: Cluster, lucid: LucidEmulator, start_operator, tmp_path
+):
+    """The scan every e2e and chaos run ends with (OperatorProcess.said) reads the log lines
+    that name the write-ahead log and every file next to it: a token planted in either is
+    found; the log file itself is left out, since it holds tokens by design."""
+    wal = tmp_path / "wal"
+    grant_id = setup_grant(cluster, lucid)
+    proc = start_operator(LUCIDGRANT_WAL_DIR=str(wal))
+    wait_for(lambda: live_token_written(cluster, lucid, grant_id), what="first rotation stored")
+    proc.stop(signal.SIGKILL)
+    token = lucid.grant_info(grant_id).refresh_token
+    assert token and not leaked({token}, proc.said())
+    (wal / FILE_NAME).write_text(token)
+    assert not leaked({token}, proc.said())
+    line = f"write-ahead log {wal / FILE_NAME}: replaying {token}\n"
+    for planted in (proc.log_path, wal / "rotations.log", tmp_path / "wal.txt"):
+        saved = planted.read_bytes() if planted.exists() else None
+        with planted.open("a") as f:
+            f.write(line)
+        assert leaked({token}, proc.said()), f"a token in {planted.name} went unseen"
+        if saved is None:
+            planted.unlink()
+        else:
+            planted.write_bytes(saved)
