@@ -52,8 +52,15 @@ def cluster(kube_api: tuple[KubeAPI, Path]) -> Cluster:
 
 
 @pytest.fixture
-def lucid() -> Iterator[LucidEmulator]:
-    emulator = LucidEmulator(access_ttl=6.0, refresh_ttl=3600.0)
+def access_ttl() -> float:
+    """Seconds an access token lives at the Lucid emulator (parametrize it to change): a test
+    that waits for rotations waits a few of these."""
+    return 6.0
+
+
+@pytest.fixture
+def lucid(access_ttl: float) -> Iterator[LucidEmulator]:
+    emulator = LucidEmulator(access_ttl=access_ttl, refresh_ttl=3600.0)
     emulator.add_client(CLIENT_ID, CLIENT_SECRET)
     with running_in_thread(emulator) as (svc, _):
         yield svc

@@ -35,7 +35,17 @@ def test_standby_takes_over_after_sigkill_without_losing_or_doubling(
     for i in range(3):
         wait_for(partial(cluster.is_true, f"g{i}", "Ready"), what=f"g{i} Ready")
     before = {g: lucid.grant_info(g).rotations for g in ids}
-    time.sleep(5)  # rotations under way
+
+    def rotated_and_stored() -> bool:
+        # Between two refreshes: a SIGKILL inside one leaves its lock held for LOCK_TTL (60 s),
+        # which is another test's case (tests/chaos/test_process.py).
+        return any(lucid.grant_info(g).rotations > before[g] for g in ids) and all(
+            (cluster.secret(f"g{i}-lucidgrant-state") or {}).get("refresh_token")
+            == lucid.grant_info(g).refresh_token
+            for i, g in enumerate(ids)
+        )
+
+    wait_for(rotated_and_stored, timeout=15, what="a rotation under the leader, stored")
     leader.stop(signal.SIGKILL)
     killed = time.monotonic()
     wait_for(lambda: leads(standby), timeout=15, what="standby takes over")
