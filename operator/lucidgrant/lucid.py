@@ -7,6 +7,7 @@ what was sent, and exception texts end up in logs."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -270,6 +271,16 @@ class LucidClient:
         self._observe = observe
         self._deadline = deadline
         self._min_expires_in = min_expires_in
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def settled(self, timeout: float) -> None:
+        """Wait, at most `timeout` seconds, until no call is in flight. At shutdown: an answer
+        on its way may carry a rotation, kept (logged) as it arrives."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
 
     async def _post(
         self,
@@ -285,6 +296,23 @@ class LucidClient:
         the headers that are used. `answer` runs the moment the last byte is read: before the
         connection is released (which awaits) and before any metric, so that a token answer
         can be put in the write-ahead log with nothing awaited in between."""
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            return await self._exchange(endpoint, path, answer, json_body, form)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    async def _exchange(
+        self,
+        endpoint: Endpoint,
+        path: str,
+        answer: Callable[[httpx.Response, float], T],
+        json_body: Any,
+        form: Any,
+    ) -> T:
         started = time.time()
         t0 = time.perf_counter()
         status = 0

@@ -191,6 +191,9 @@ class Runtime:
             log.error("%d reconciles still running at shutdown", left)
         if self._work is not None:  # a replay under way ends within the grace period too
             await asyncio.wait({self._work}, timeout=max(0.0, until - loop.time()))
+        # A Lucid call still under way may have rotated a grant: its answer, logged as it
+        # arrives, is worth one call's deadline more, rather than cut off by closing the client.
+        await self.lucid.settled(self.settings.lucid_timeout)
         unstored = len(self.wal.pending) if self.wal is not None else 0
         for task in self._tasks:
             task.cancel()

@@ -13,9 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import wait_for
+from tests.e2e.harness import logged_tokens, wait_for
 
-from .test_wal import logged_tokens
 from .world import LOCK_TTL, LONG, SHORT, GrantView, Size, percentile, summary, world
 
 

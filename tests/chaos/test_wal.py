@@ -13,19 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from lucidgrant.wal import FILE_NAME, parse
-from tests.e2e.harness import wait_for
+from tests.e2e.harness import logged_tokens, wait_for
 
 from .world import LONG, SHORT, Size, World, summary, world
-
-
-def logged_tokens(directory: Path) -> set[str]:
-    """The refresh tokens a process left in its write-ahead log."""
-    try:
-        content = (directory / FILE_NAME).read_bytes()
-    except FileNotFoundError:
-        return set()
-    return {r.refresh_token for r in parse(content)[0]}
 
 
 def _minted_since(w: World, before: set[str]) -> set[str]:

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from lucidgrant.wal import FILE_NAME
+from lucidgrant.wal import FILE_NAME, parse
 
 ROOT = Path(__file__).resolve().parents[2]
 GRANTS = "/apis/lucidgrant.dev/v1alpha1/namespaces/{ns}/lucidgrants"
@@ -250,6 +250,15 @@ class OperatorProcess:
                 self.proc.wait(5)
         self._log.close()
         return int(self.proc.returncode)
+
+
+def logged_tokens(directory: Path) -> set[str]:
+    """The refresh tokens a process left in its write-ahead log."""
+    try:
+        content = (directory / FILE_NAME).read_bytes()
+    except FileNotFoundError:
+        return set()
+    return {r.refresh_token for r in parse(content)[0]}
 
 
 def leaked(secrets: set[str], texts: list[str]) -> list[str]:

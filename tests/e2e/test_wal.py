@@ -11,7 +11,7 @@ from lucidgrant.wal import FILE_NAME
 from lucidgrant_testbed.kubeapi import KubeAPI
 from lucidgrant_testbed.lucid import LucidEmulator
 
-from .harness import Cluster, leaked, wait_for
+from .harness import Cluster, leaked, logged_tokens, wait_for
 from .test_operator import live_token_written, setup_grant
 
 STATE = "reporting-lucidgrant-state"
@@ -103,3 +103,39 @@ def test_the_leak_scan_reads_what_lies_beside_the_log(
             planted.unlink()
         else:
             planted.write_bytes(saved)
+
+
+def test_an_answer_on_its_way_when_the_grace_runs_out_still_reaches_the_log(
+    kube_api: tuple[KubeAPI, Path], cluster: Cluster, lucid: LucidEmulator, start_operator, tmp_path
+):
+    """SIGTERM while Lucid's answer to a refresh is on its way, with a grace period shorter
+    than the wait and the state Secret unwritable: the shutdown lets the answer arrive (one
+    call's deadline at most) instead of closing the connection on it, so the rotation is in
+    the log, and the container's next start stores it."""
+    api = kube_api[0]
+    wal = tmp_path / "wal"
+    grant_id = setup_grant(cluster, lucid)
+    env = {"LUCIDGRANT_WAL_DIR": str(wal), "LUCIDGRANT_SHUTDOWN_GRACE": "0.5"}
+    proc = start_operator(**env)
+    wait_for(lambda: live_token_written(cluster, lucid, grant_id), what="first rotation stored")
+    before = lucid.grant_info(grant_id).rotations
+    lucid.faults.slow(2.0, process_first=True)  # rotated at once, answered 2 s later
+    wait_for(lambda: lucid.grant_info(grant_id).rotations > before, what="the next rotation")
+    api.faults.add("PATCH", STATE, status=503, seconds=600)
+    assert proc.stop(signal.SIGTERM) == 0
+    live = lucid.grant_info(grant_id).refresh_token
+    assert live in logged_tokens(wal), "the answer in flight at shutdown was cut off"
+    api.faults.clear()
+    lucid.faults.clear()
+    start_operator(**env)
+    # The replay stores `live`, and the grant refreshes on from it (a look may miss `live`
+    # itself); from the old token it would meet invalid_grant instead.
+    wait_for(
+        lambda: (
+            (cluster.secret(STATE) or {}).get("refresh_token")
+            == lucid.grant_info(grant_id).refresh_token
+        ),
+        what="the logged rotation replayed into the state Secret",
+    )
+    assert lucid.invalid_grant_count == 0
+    assert not cluster.is_true("reporting", "ReauthorizationRequired")
