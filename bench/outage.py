@@ -351,7 +351,7 @@ def row(r: dict[str, Any]) -> str:
     worst = _s(r["recovery_max_s"]) if not late else f"> {r['recovery_limit_s']:.0f} ({late} not)"
     return (
         f"| {r['grants']:,} ({r['access_ttl']:g} s, {r['outage_s']:.0f} s) | {r['code']} "
-        f"| {r['calls_during_outage']:,} ({r['calls_per_minute_during_outage']:.0f}) "
+        f"| {r['calls_during_outage']:,} ({r['calls_per_minute_during_outage']:,.0f}) "
         f"| {_s(r['recovery_p50_s'])} / {_s(r['recovery_p99_s'])} / {worst} "
         f"| {_s(r['first_refresh_s'])} "
         f"| {r['peak_refreshes_per_s']} ({r['other_calls_after_return']}) "
@@ -365,8 +365,9 @@ SECTION = "## A Lucid outage of three access lifetimes"
 NOTES = """\
 How to read it:
 
-- Code: the commit measured (`87d20c0` is the code before the Lucid gate, run with this
-  scenario file copied in: docs/lucid-outages.md gives the commands).
+- Code: the commit measured. 87d20c0 and ada43f5 are code before the Lucid gate (ada43f5 is
+  the parent of 00026ca, which put refreshes through it), run with this scenario file copied
+  in: docs/lucid-outages.md gives the commands.
 - Lucid calls during the outage: every call Lucid received while it answered 503 with an HTML
   maintenance page, from the emulator's counters; in brackets, a minute.
 - Return to serving: from the end of the outage until the grant's consumer Secret holds an
