@@ -19,6 +19,24 @@ def leads(proc) -> bool:
     return bool(match and float(match.group(1)) == 1.0)
 
 
+def assert_rotating_without_loss(cluster, lucid, ids: list[str]) -> None:
+    rotated = {g: lucid.grant_info(g).rotations for g in ids}
+    wait_for(
+        lambda: all(lucid.grant_info(g).rotations >= rotated[g] + 2 for g in ids),
+        timeout=90,
+        what="rotations continue under the new leader",
+    )
+    assert lucid.invalid_grant_count == 0, "a refresh used a token Lucid had made dead"
+
+    def stored_is_live(i: int, g: str) -> bool:  # a look may fall between rotation and store
+        stored = (cluster.secret(f"g{i}-lucidgrant-state") or {}).get("refresh_token")
+        return bool(stored == lucid.grant_info(g).refresh_token)
+
+    for i, g in enumerate(ids):
+        wait_for(partial(stored_is_live, i, g), timeout=10, what=f"g{i} stores the live token")
+        assert not cluster.is_true(f"g{i}", "ReauthorizationRequired")
+
+
 def test_standby_takes_over_after_sigkill_without_losing_or_doubling(
     cluster, lucid, start_operator
 ):
@@ -50,16 +68,7 @@ def test_standby_takes_over_after_sigkill_without_losing_or_doubling(
     killed = time.monotonic()
     wait_for(lambda: leads(standby), timeout=15, what="standby takes over")
     takeover = time.monotonic() - killed
-    wait_for(
-        lambda: all(lucid.grant_info(g).rotations >= before[g] + 4 for g in ids),
-        timeout=60,
-        what="rotations continue under the new leader",
-    )
-    assert lucid.invalid_grant_count == 0
-    for i, g in enumerate(ids):
-        stored = (cluster.secret(f"g{i}-lucidgrant-state") or {}).get("refresh_token")
-        assert stored == lucid.grant_info(g).refresh_token
-        assert not cluster.is_true(f"g{i}", "ReauthorizationRequired")
+    assert_rotating_without_loss(cluster, lucid, ids)
     print(f"takeover after SIGKILL: {takeover:.1f}s (lease 3s)")
     assert takeover < 10
 
@@ -103,24 +112,6 @@ def leader_with_a_token_in_its_log(kube_api, cluster, lucid, start_operator, tmp
     return ids, leader, log, standby, holder(cluster)
 
 
-def assert_rotating_without_loss(cluster, lucid, ids: list[str]) -> None:
-    rotated = {g: lucid.grant_info(g).rotations for g in ids}
-    wait_for(
-        lambda: all(lucid.grant_info(g).rotations >= rotated[g] + 2 for g in ids),
-        timeout=90,
-        what="rotations continue under the new leader",
-    )
-    assert lucid.invalid_grant_count == 0, "a refresh used a token Lucid had made dead"
-
-    def stored_is_live(i: int, g: str) -> bool:  # a look may fall between rotation and store
-        stored = (cluster.secret(f"g{i}-lucidgrant-state") or {}).get("refresh_token")
-        return bool(stored == lucid.grant_info(g).refresh_token)
-
-    for i, g in enumerate(ids):
-        wait_for(partial(stored_is_live, i, g), timeout=10, what=f"g{i} stores the live token")
-        assert not cluster.is_true(f"g{i}", "ReauthorizationRequired")
-
-
 def test_a_sigterm_hands_the_lease_over_only_once_its_log_is_stored(
     kube_api, cluster, lucid, start_operator, tmp_path
 ):
@@ -130,9 +121,13 @@ def test_a_sigterm_hands_the_lease_over_only_once_its_log_is_stored(
     leader.proc.send_signal(signal.SIGTERM)
     kube_api[0].faults.clear()  # the API server answers again within the grace period
     while leader.proc.poll() is None:
-        # Never both: a token in the old leader's log and the standby leading.
+        # Never both: a token in the old leader's log and the standby leading. The standby is
+        # asked first: once the Lease is released the log stays empty, so a token seen after
+        # the standby was seen leading was there while it led (the other order would blame a
+        # release that fell between the two looks).
+        standby_leads = leads(standby)
         in_log = log.stat().st_size > 0
-        assert not (in_log and leads(standby)), "the standby leads while a token waits in the log"
+        assert not (in_log and standby_leads), "the standby leads while a token waits in the log"
         time.sleep(0.05)
     assert leader.stop() == 0
     assert log.stat().st_size == 0, "a graceful stop left a token in the log"
