@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -78,8 +79,11 @@ BURST = 10
 STATES_PER_GRANT = 16
 # The longest identity taken from the proxy's user header.
 MAX_USER_LENGTH = 256
-# Client credential pairs Lucid accepted, remembered (by fingerprint) at most.
-ACCEPTED_CLIENTS = 1024
+# Client credential pairs whose check is remembered (by fingerprint) at most.
+CLIENT_VERDICTS = 1024
+# How long a pair Lucid refused stays refused without asking again: Lucid may come to accept it
+# (a client re-enabled), but a flood of links must cost Lucid one call a minute, not one each.
+CLIENT_REFUSED_FOR = 60.0
 
 
 class AuthFlow:
@@ -99,7 +103,8 @@ class AuthFlow:
         self._outstanding = OutstandingStates(
             settings.flow_max_states, min(STATES_PER_GRANT, settings.flow_max_states)
         )
-        self._accepted: dict[str, None] = {}  # fingerprints, oldest first
+        # fingerprint: (accepted, until when the verdict holds), oldest first
+        self._client_verdicts: dict[str, tuple[bool, float]] = {}
 
     async def signer(self) -> StateSigner:
         async with self._lock:
@@ -120,20 +125,23 @@ class AuthFlow:
             )
 
     async def _client_accepted(self, creds: ClientCredentials) -> bool | web.Response:
-        """Whether Lucid takes the pair as a client's (once per pair); a page if it is down."""
+        """Whether Lucid takes the pair as a client's; a page if it is down. An acceptance is
+        remembered while the operator runs, a refusal for CLIENT_REFUSED_FOR."""
         fingerprint = digest(f"{creds.client_id}\n{creds.client_secret}")
-        if fingerprint in self._accepted:
-            return True
+        verdict = self._client_verdicts.get(fingerprint)
+        if verdict is not None and self.clock() < verdict[1]:
+            return verdict[0]
         try:
-            if not await self.host.client_accepted(creds):
-                return False
+            accepted = await self.host.client_accepted(creds)
         except LucidError as exc:
             log.warning("authorization flow: Lucid did not answer a client check: %s", exc)
             return page(503, "Authorization unavailable", "Lucid is not answering; try later.")
-        self._accepted[fingerprint] = None
-        if len(self._accepted) > ACCEPTED_CLIENTS:
-            del self._accepted[next(iter(self._accepted))]
-        return True
+        self._client_verdicts.pop(fingerprint, None)
+        until = math.inf if accepted else self.clock() + CLIENT_REFUSED_FOR
+        self._client_verdicts[fingerprint] = (accepted, until)
+        if len(self._client_verdicts) > CLIENT_VERDICTS:
+            del self._client_verdicts[next(iter(self._client_verdicts))]
+        return accepted
 
     def _client(self, request: web.Request) -> str:
         """The client's address: the proxy's header when configured (its last hop), else the

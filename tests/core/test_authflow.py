@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from lucidgrant.authflow import AuthFlow, add_routes
+from lucidgrant.authflow import CLIENT_REFUSED_FOR, AuthFlow, add_routes
 from lucidgrant.authstate import (
     COOKIE,
     MAX_USED,
@@ -347,6 +347,24 @@ async def test_a_client_id_lucid_does_not_accept_with_its_secret_is_never_shown(
         linked = await client.get("/authorize/ns/g", allow_redirects=False)
         assert linked.status == 302 and "client_id=client-2" in linked.headers["Location"]
     assert host.client_checks.count(host.creds) == 2, "one check when down, then once"
+
+
+async def test_a_flood_of_links_asks_lucid_once_a_minute_about_a_refused_client(make_served):
+    """An attacker who can create grants with a client pair Lucid refuses, and reach the link,
+    must not turn each request into a call to Lucid on the operator's behalf."""
+    host, client, clock = await make_served(flow_client_rate=1000.0, flow_grant_rate=1000.0)
+    refused = host.creds = ClientCredentials("client-x", "secret-x")
+    for _ in range(5):
+        answer = await client.get("/authorize/ns/g", allow_redirects=False)
+        assert answer.status == 404
+    assert host.client_checks == [refused]
+    clock.now += CLIENT_REFUSED_FOR - 1
+    await client.get("/authorize/ns/g", allow_redirects=False)
+    assert host.client_checks == [refused]
+    clock.now += 2  # a minute on, Lucid is asked again, and now accepts the pair
+    host.lucid_clients = {refused}
+    linked = await client.get("/authorize/ns/g", allow_redirects=False)
+    assert linked.status == 302 and host.client_checks == [refused, refused]
 
 
 async def test_nothing_of_the_query_is_shown_before_the_state_is_verified(served):
