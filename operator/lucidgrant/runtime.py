@@ -27,6 +27,7 @@ from lucidgrant.leader import LeaderElector
 from lucidgrant.listener import Listener, ListenerLimits
 from lucidgrant.lucid import ClientCredentials, LucidClient, TokenSet
 from lucidgrant.lucid_gates import LucidGates
+from lucidgrant.lucid_pool import lucid_http
 from lucidgrant.metrics import Metrics
 from lucidgrant.names import READY, REAUTH
 from lucidgrant.reconcile import Reconciler
@@ -68,19 +69,11 @@ class Runtime:
         self.kube = kube
         self.metrics = Metrics()
         self.cache = Cache()
-        self.http = httpx.AsyncClient(
-            timeout=settings.lucid_timeout,
-            limits=httpx.Limits(max_connections=settings.concurrency),
-            headers={"User-Agent": "lucidgrant"},
-        )
+        self.http = lucid_http(settings.lucid_timeout, settings.concurrency)
         self.lucid = self._lucid_client(self.http)
         # The web flow's code exchanges have a pool of their own: a flood of callbacks must
         # never hold the connections that refreshes need.
-        self.flow_http = httpx.AsyncClient(
-            timeout=settings.lucid_timeout,
-            limits=httpx.Limits(max_connections=FLOW_CONNECTIONS),
-            headers={"User-Agent": "lucidgrant"},
-        )
+        self.flow_http = lucid_http(settings.lucid_timeout, FLOW_CONNECTIONS)
         self.flow_lucid = self._lucid_client(self.flow_http)
         secrets = SecretReader(self.cache, kube)
         self.wal, self._to_replay = open_wal(settings.wal_dir)
