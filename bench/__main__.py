@@ -8,6 +8,10 @@ elif sys.argv[1:2] == ["secrets"]:
     from bench.secrets import main as secrets
 
     secrets(sys.argv[2:], prog="python -m bench secrets")
+elif sys.argv[1:2] == ["lucidcall"]:
+    from bench.lucidcall import main as lucidcall
+
+    lucidcall(sys.argv[2:], prog="python -m bench lucidcall")
 else:
     from bench.run import main
 

@@ -35,9 +35,10 @@ MIN_EXPIRES_IN = 60.0
 # so that a broken or hostile peer cannot fill the pod's memory.
 MAX_ANSWER_BYTES = 64 * 1024
 # Every Lucid call, connect to last body byte, ends within its deadline. Up to three calls happen
-# under one refresh lock (refresh, introspection, the confirming refresh), and the lock lives
-# store.LOCK_TTL = 60 s: three deadlines must end well before it, or another replica could take
-# the lock while this one still waits for an answer that rotates the grant.
+# under one refresh lock (refresh, introspection, the confirming refresh), after a wait of at
+# most reconcile.ADMIT_WITHIN (5 s) for the rate limit, and the lock lives store.LOCK_TTL = 60 s:
+# all of it must end well before that, or another replica could take the lock while this one
+# still waits for an answer that rotates the grant.
 MAX_DEADLINE = 15.0
 DEFAULT_DEADLINE = 10.0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -113,14 +114,25 @@ class LucidGates:
         for client in self._clients.values():
             client.gate.forget(key)
 
-    async def admit(self, creds: ClientCredentials, calls: int = 1) -> None:
-        """Wait until the client's token bucket allows `calls` calls to Lucid."""
+    async def admit(
+        self, creds: ClientCredentials, calls: int = 1, *, within: float = math.inf
+    ) -> float:
+        """Wait until the client's token bucket allows `calls` calls to Lucid, first come first
+        served, and answer 0; or, when the bucket's next turn lies further than `within`
+        seconds ahead (a 429's pause), wait no more and answer how long until it. The wait
+        in the queue before one's turn does not count: it is bounded by the callers ahead."""
         client = self._client(creds)
-        async with client.turn:
-            for _ in range(calls):
-                while (wait := client.bucket.take(self._clock())) > 0:
-                    await self._sleep(wait)
-        self._publish(client)
+        try:
+            async with client.turn:
+                deadline = self._clock() + within
+                for _ in range(calls):
+                    while (wait := client.bucket.take(self._clock())) > 0:
+                        if self._clock() + wait > deadline:
+                            return wait
+                        await self._sleep(wait)
+            return 0.0
+        finally:
+            self._publish(client)
 
     def observe(
         self,

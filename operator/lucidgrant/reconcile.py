@@ -19,6 +19,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 
 from lucidgrant import timing
 from lucidgrant.cache import GrantRecord, Key, SecretReader
@@ -52,6 +53,10 @@ from lucidgrant.timing import Sleep
 
 log = logging.getLogger(__name__)
 
+
+# The longest wait for the rate limit's turn with the grant's lock held: a 429's pause is
+# waited out with the lock free (store.LOCK_TTL covers this and three Lucid deadlines).
+ADMIT_WITHIN = 5.0
 
 # Reasons a Secret outside the Secret watch's selection may cause (timing.UNWATCHED_RECHECK).
 _SECRET_PROBLEMS = (Reason.SECRET_CONFLICT, Reason.SECRET_NOT_MARKED)
@@ -159,16 +164,8 @@ class Reconciler:
         elif action is Action.WAIT:
             p.next_at = decision.at
         elif action in (Action.ADOPT, Action.REFRESH):
-            assert snap.client is not None
-            if self.gates.closed_since(snap.client) is None:
-                # An adoption also introspects the new refresh token: two calls.
-                await self.gates.admit(snap.client, 2 if action is Action.ADOPT else 1)
-            since = self.gates.closed_since(snap.client)
-            if since is not None:
-                self._hold(key, snap.client, p, since)
-                answered = False  # the request waits with the grant for Lucid's return
-            else:
-                await self._refresh(key, record, snap, p, adopt=action is Action.ADOPT)
+            held = await self._refresh(key, record, snap, p, adopt=action is Action.ADOPT)
+            answered = not held  # a held request waits with the grant for Lucid's return
         if snap.refresh_now and answered:
             # Answered: by a refresh, or by the news that only a person can help (a routine
             # refresh may have found the grant dead while the request was on its way).
@@ -193,11 +190,16 @@ class Reconciler:
 
     async def _refresh(
         self, key: Key, record: GrantRecord, snap: Snapshot, p: Progress, *, adopt: bool
-    ) -> None:
-        """Lock -> Lucid -> store the rotated token -> what it means."""
+    ) -> bool:
+        """Gate -> lock -> the rate limit's turn -> Lucid -> store the rotated token -> what it
+        means. True when the grant is held because Lucid is down (no call made)."""
         assert p.state is not None and snap.client is not None
         assert isinstance(snap.spec, GrantSpec)
         spec = snap.spec
+        since = self.gates.closed_since(snap.client)
+        if since is not None:
+            self._hold(key, snap.client, p, since)
+            return True
         adopting = digest(snap.bootstrap) if adopt and snap.bootstrap else None
         if adopt:
             log.info("grant %s/%s: adopting a new authorization", *key)
@@ -210,7 +212,19 @@ class Reconciler:
             else:
                 p.state = locked.fresh or p.state
                 p.next_at = self.clock() + 0.2 + self.rand()
-            return
+            return False
+        # Each call's turn is taken under the lock, just before it, so that the time writes
+        # take cannot bunch calls the bucket spaced out (an adoption's introspection too).
+        turn = partial(self.gates.admit, snap.client, within=ADMIT_WITHIN)
+        wait = await turn()
+        since = self.gates.closed_since(snap.client)
+        if wait or since is not None:
+            p.state = await self.refresher.release(key, locked, {}) or locked
+            if since is not None:
+                self._hold(key, snap.client, p, since)
+                return True
+            p.next_at = self.clock() + wait
+            return False
         code = snap.bootstrap if adopt and spec.code_ref is not None else None
         result = await self.refresher.refresh(
             key,
@@ -221,12 +235,13 @@ class Reconciler:
             code=code,
             redirect_uri=spec.redirect_uri or "",
             adopting=adopting,
+            turn=turn,
         )
         live = locked.access_expires_at if locked.access_token else None
         if isinstance(result, Failed):
             self.gates.observe(key, snap.client, result.error, live, None)
             await self._failed(key, record, spec, snap, result, p)
-            return
+            return False
         self.gates.observe(key, snap.client, None, live, result.state.access_token)
         p.state = result.state
         self.metrics.refreshes.labels("success").inc()
@@ -242,6 +257,7 @@ class Reconciler:
                 record.body, "Normal", EVENT_RECOVERED, "Refreshed again after failures."
             )
         p.announced = adopt or was_failing
+        return False
 
     async def _failed(
         self,

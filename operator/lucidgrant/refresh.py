@@ -9,7 +9,8 @@ part that must never lose a rotated refresh token, kept small so that it can be 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -41,6 +42,9 @@ from lucidgrant.store import (
 )
 from lucidgrant.timing import Sleep
 from lucidgrant.wal import Rotation
+
+# Waits for the rate limit's turn: 0 when it came, else how far off it is (not waited for).
+Turn = Callable[[], Awaitable[float]]
 
 # One invalid_grant alone is weak evidence (users report flaky ones): confirm after this pause.
 CONFIRM_DELAY = 2.0
@@ -170,8 +174,10 @@ class Refresher:
         code: str | None = None,
         redirect_uri: str = "",
         adopting: str | None = None,
+        turn: Turn | None = None,
     ) -> Rotated | Failed:
-        """Refresh with `refresh_token`, or exchange `code`; `locked` holds the lock."""
+        """Refresh with `refresh_token`, or exchange `code`; `locked` holds the lock. An
+        adoption then introspects the new refresh token, after `turn` (the rate limit's)."""
         lifetime = locked.refresh_lifetime or REFRESH_TOKEN_LIFETIME
         kept = Kept(self.store, key, uid, lifetime, adopting, self.clock)
         try:
@@ -188,7 +194,7 @@ class Refresher:
             return Failed(exc, locked, adopting)
         saved = await self.store.save_rotation(kept.rotation(tokens), locked.resource_version)
         if adopting is not None:
-            saved = await self._introspect_expiry(key, creds, tokens)
+            saved = await self._introspect_expiry(key, creds, tokens, turn)
         return Rotated(saved)
 
     async def _confirmed(
@@ -231,13 +237,14 @@ class Refresher:
         return await self.store.save_rotation(kept.rotation(tokens), locked.resource_version)
 
     async def _introspect_expiry(
-        self, key: Key, creds: ClientCredentials, tokens: TokenSet
+        self, key: Key, creds: ClientCredentials, tokens: TokenSet, turn: Turn | None = None
     ) -> GrantState:
-        """A new grant learns its refresh token's real expiry from Lucid instead of assuming."""
-        try:
-            expires = (await self.lucid.introspect(creds, tokens.refresh_token)).expires_at
-        except LucidError:
-            expires = None
+        """A new grant learns its refresh token's real expiry from Lucid instead of assuming
+        (it assumes when Lucid does not answer, or the rate limit's turn is too far off)."""
+        expires = None
+        if turn is None or await turn() == 0:
+            with contextlib.suppress(LucidError):
+                expires = (await self.lucid.introspect(creds, tokens.refresh_token)).expires_at
         ann = {ANN_REFRESH_SOURCE: "Introspection" if expires is not None else "Assumed"}
         if expires is not None:
             ann[ANN_REFRESH_EXPIRES] = f"{expires:.3f}"

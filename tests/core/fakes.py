@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,12 +30,14 @@ Fault = Callable[[str, str], None]
 
 class FakeKube:
     """The `KubeClient` calls, against objects kept by path. `fail(method, path)` may raise to
-    inject a fault before a call (an OSError for an outage, a ConflictError for a race)."""
+    inject a fault before a call (an OSError for an outage, a ConflictError for a race);
+    `latency(method, path)`, if set, is awaited before a PATCH (a write that takes time)."""
 
     def __init__(self) -> None:
         self.objects: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, str]] = []
         self.fault: Fault | None = None
+        self.latency: Callable[[str, str], Awaitable[None]] | None = None
         self._rv = itertools.count(100)
         self._uid = itertools.count(1)
 
@@ -73,6 +75,8 @@ class FakeKube:
         self, path: str, patch: Any, *, content_type: str = MERGE_PATCH
     ) -> dict[str, Any]:
         self._enter("PATCH", path)
+        if self.latency is not None:
+            await self.latency("PATCH", path)
         base = path.removesuffix("/status")
         obj = self.objects.get(base)
         if obj is None:
@@ -126,14 +130,14 @@ class LucidGrant:
 class FakeLucid:
     """Lucid's token, introspect and revoke endpoints as an httpx.MockTransport handler.
     `script` holds answers to give instead of the real one, next first: an int status (with
-    Lucid's error body for 400/401), or a dict to send as a 200 JSON body."""
+    Lucid's error body for 400/401), a dict to send as a 200 JSON body, or a response as is."""
 
     clock: FakeClock
     client_id: str = "client-1"
     client_secret: str = "secret-1"
     access_ttl: float = 3600.0
     grants: dict[str, LucidGrant] = field(default_factory=dict)
-    script: list[int | dict[str, Any]] = field(default_factory=list)
+    script: list[int | dict[str, Any] | httpx.Response] = field(default_factory=list)
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     introspect_active: bool | None = None  # None: the truth
     partial: int = 0  # answers to come that rotate but lack the access token
@@ -184,6 +188,8 @@ class FakeLucid:
             hook()
         if self.script:
             answer = self.script.pop(0)
+            if isinstance(answer, httpx.Response):
+                return answer
             if isinstance(answer, dict):
                 return httpx.Response(200, json=answer)
             if answer in (400, 401):

@@ -15,6 +15,7 @@ import itertools
 import time
 from types import SimpleNamespace
 
+import httpx
 import pytest
 
 import lucidgrant.lucid
@@ -167,10 +168,15 @@ def add_grants(world: World, sim: Sim, n: int, prefix: str = "g", **spec: str) -
     return names
 
 
+def state_if_any(world: World, name: str):
+    secret = world.kube.objects.get(f"/api/v1/namespaces/{NS}/secrets/{name}-lucidgrant-state")
+    return parse_state(secret) if secret is not None else None
+
+
 def state(world: World, name: str):
-    return parse_state(
-        world.kube.objects[f"/api/v1/namespaces/{NS}/secrets/{name}-lucidgrant-state"]
-    )
+    found = state_if_any(world, name)
+    assert found is not None, f"{name} has no state Secret"
+    return found
 
 
 def serving(world: World, name: str) -> bool:
@@ -230,6 +236,7 @@ async def test_an_outage_of_three_lifetimes_costs_probes_only_and_recovers_in_se
 
     # Lucid returns: the next probe reopens the gate and every grant is served within seconds,
     # most urgent first (here: the oldest expiry first, all having expired), under the limit.
+    await sim.run_until(up)
     world.lucid.down = False
     await sim.run_until(up + 60)
     back = [t for t, p, _ in sim.calls if t >= up and p == TOKEN]
@@ -265,6 +272,43 @@ async def test_a_429_slows_every_grant_of_the_client(fleet):
     assert rate is not None and 90 < rate < DEFAULT_RATE
     await sim.run_until(t0 + 63)
     assert gauge(world, "lucidgrant_lucid_rate_limit_per_second") == DEFAULT_RATE
+
+
+async def test_writes_that_take_time_cannot_bunch_calls_past_the_rate(fleet):
+    """The API server is slow for two seconds (each state Secret write takes 1 s), then fast.
+    The rate limit's turn is taken after the lock, just before the call, so that Lucid never
+    sees more than the rate and the burst in any one second; taken before the lock, the calls
+    admitted while writes were slow arrived together with those admitted once they were fast."""
+    world, sim = fleet
+
+    async def slow_state_writes(method: str, path: str) -> None:
+        if path.endswith("-lucidgrant-state") and sim.now < slow_until:
+            await sim.sleep(1.0)
+
+    world.kube.latency = slow_state_writes
+    names = add_grants(world, sim, 600)
+    t0 = sim.now
+    slow_until = t0 + 2
+    await sim.run_until(t0 + 60)
+    assert all(serving(world, name) for name in names)
+    assert len(sim.between(t0, t0 + 60, TOKEN)) == len(names)
+    assert sim.peak(t0, t0 + 60) <= DEFAULT_RATE + DEFAULT_BURST
+
+
+async def test_a_429_pause_longer_than_a_turn_is_waited_out_with_the_locks_free(fleet):
+    """A 429 with Retry-After: 30 pauses the client. A grant whose turn lies that far ahead
+    does not wait for it holding its lock (which another replica could see expire while the
+    calls it guards are still to come): it lets go and comes back when the bucket allows."""
+    world, sim = fleet
+    world.lucid.script = [httpx.Response(429, headers={"Retry-After": "30"})]
+    names = add_grants(world, sim, 20)
+    t0 = sim.now
+    await sim.run_until(t0 + 15)
+    held = [n for n in names if (s := state_if_any(world, n)) and s.locked_by_other("x", sim.now)]
+    assert held == [], "locks held through the pause"
+    assert not sim.between(t0 + 0.001, t0 + 30), "nobody called during the pause"
+    await sim.run_until(t0 + 90)
+    assert all(serving(world, name) for name in names)
 
 
 async def test_a_grant_whose_token_is_valid_is_refreshed_at_its_own_time(fleet):
