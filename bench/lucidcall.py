@@ -21,7 +21,8 @@ from pathlib import Path
 import httpx
 
 from bench import procs
-from lucidgrant.lucid import ClientCredentials, LucidClient
+from lucidgrant.lucid import LucidClient
+from lucidgrant.lucid_answers import ClientCredentials
 from lucidgrant.lucid_pool import lucid_http
 
 CLIENT = ClientCredentials("bench-client", "bench-secret")

@@ -60,7 +60,7 @@ from lucidgrant.flowpages import (
 )
 from lucidgrant.grant import GrantSpec
 from lucidgrant.kube import KubeError
-from lucidgrant.lucid import (
+from lucidgrant.lucid_answers import (
     ClientCredentials,
     ClientRejectedError,
     InvalidGrantError,

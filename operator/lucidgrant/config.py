@@ -15,7 +15,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from lucidgrant.authstate import DEFAULT_STATE_TTL
-from lucidgrant.lucid import DEFAULT_API_URL, DEFAULT_APP_URL, DEFAULT_DEADLINE, MIN_EXPIRES_IN
+from lucidgrant.lucid import DEFAULT_API_URL, DEFAULT_APP_URL, DEFAULT_DEADLINE
+from lucidgrant.lucid_answers import MIN_EXPIRES_IN
 from lucidgrant.ratelimit import DEFAULT_BURST, DEFAULT_RATE, MIN_RATE
 
 

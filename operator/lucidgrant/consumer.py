@@ -32,7 +32,8 @@ from lucidgrant.names import (
     secret_path,
 )
 from lucidgrant.secretdata import b64
-from lucidgrant.store import GrantState, StateStore, owner_reference
+from lucidgrant.state_secret import GrantState, owner_reference
+from lucidgrant.store import StateStore
 from lucidgrant.timing import rfc3339
 
 

@@ -18,11 +18,11 @@ from enum import Enum
 from lucidgrant import timing
 from lucidgrant.cache import Facts
 from lucidgrant.grant import OFFLINE_ACCESS, GrantSpec, SpecError
-from lucidgrant.lucid import ClientCredentials
+from lucidgrant.lucid_answers import ClientCredentials
 from lucidgrant.names import Reason
 from lucidgrant.secretdata import digest, mark_command
+from lucidgrant.state_secret import GrantState
 from lucidgrant.status import awaiting_authorization, client_rejected_message, dead_grant
-from lucidgrant.store import GrantState
 
 # Without a stored lifetime, Lucid's documented one.
 DEFAULT_ACCESS_LIFETIME = 3600.0

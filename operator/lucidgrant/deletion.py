@@ -20,10 +20,11 @@ from typing import Any
 from lucidgrant.cache import Cache, SecretReader
 from lucidgrant.grant import GrantSpec, SpecError
 from lucidgrant.kube import JSON_PATCH, KubeClient, KubeError
-from lucidgrant.lucid import ClientCredentials, LucidClient, LucidError
+from lucidgrant.lucid import LucidClient
+from lucidgrant.lucid_answers import ClientCredentials, LucidError
 from lucidgrant.names import FINALIZER, grant_path, secret_path, state_secret_name
 from lucidgrant.secretdata import client_credentials
-from lucidgrant.store import GrantState, parse_state
+from lucidgrant.state_secret import GrantState, parse_state
 from lucidgrant.timing import Sleep
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from lucidgrant.cache import Facts
 from lucidgrant.decide import expiry_wake
 from lucidgrant.grant import GrantSpec
 from lucidgrant.kube import KubeError, NotFoundError
-from lucidgrant.lucid import (
+from lucidgrant.lucid_answers import (
     ClientRejectedError,
     InvalidGrantError,
     LucidError,
@@ -32,8 +32,8 @@ from lucidgrant.names import (
     Reason,
     secret_of_path,
 )
+from lucidgrant.state_secret import GrantState
 from lucidgrant.status import authorize_command, client_rejected_message, dead_grant
-from lucidgrant.store import GrantState
 
 
 class RotatedElsewhereError(LucidError):

@@ -12,9 +12,9 @@ from lucidgrant.authstate import StateClaims, StateError, record_use
 from lucidgrant.cache import GrantRecord, Key
 from lucidgrant.decide import missing_scopes
 from lucidgrant.grant import GrantSpec
-from lucidgrant.lucid import ClientCredentials, TokenSet
+from lucidgrant.lucid_answers import ClientCredentials, TokenSet
 from lucidgrant.names import ANN_USED_STATES
-from lucidgrant.store import GrantState
+from lucidgrant.state_secret import GrantState
 
 
 class FlowRefusedError(Exception):

@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from lucidgrant.lucid import ClientCredentials, LucidClient, LucidError, TransientError
+from lucidgrant.lucid import LucidClient
+from lucidgrant.lucid_answers import ClientCredentials, LucidError, TransientError
 from lucidgrant.lucid_health import (
     Gate,
     GateSettings,

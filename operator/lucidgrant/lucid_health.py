@@ -26,7 +26,7 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from lucidgrant.lucid import ContradictedInvalidGrantError, LucidError, TransientError
+from lucidgrant.lucid_answers import ContradictedInvalidGrantError, LucidError, TransientError
 from lucidgrant.timing import rfc3339
 
 K = TypeVar("K", bound=Hashable)

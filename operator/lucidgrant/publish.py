@@ -18,6 +18,7 @@ from lucidgrant.grant import GrantSpec
 from lucidgrant.kube import KubeClient, KubeError
 from lucidgrant.metrics import Metrics
 from lucidgrant.names import READY, REAUTH, Reason, events_path, grant_path
+from lucidgrant.state_secret import GrantState
 from lucidgrant.status import (
     Outcome,
     authorize_command,
@@ -27,7 +28,6 @@ from lucidgrant.status import (
     refresh_before_note,
     status_diff,
 )
-from lucidgrant.store import GrantState
 from lucidgrant.timing import rfc3339
 
 log = logging.getLogger(__name__)

@@ -3,13 +3,17 @@
 1. `_snapshot` reads what the decision needs, through the cache (snapshot.py; a routine
    refresh reads nothing from the API server).
 2. `decide` (decide.py, pure) says what to do and why.
-3. `_act` does it: for a refresh, lock -> Lucid -> store the rotated token first (refresh.py),
-   then the consumer Secret (consumer.py); deletion goes to deletion.py.
+3. `_act` does it: for a refresh, the Lucid gate -> lock -> the rate limit's turn -> Lucid ->
+   store the rotated token first (refresh.py), then the consumer Secret (consumer.py); deletion
+   goes to deletion.py.
 4. The grant's bookkeeping (`Facts`) is replaced in one place, `_finish`, and status, metrics
    and events go out (publish.py).
 
 The work queue guarantees that one process never reconciles the same grant twice at once; the
-lock in the state Secret extends that to every process."""
+lock in the state Secret extends that to every process.
+
+Over 300 lines on purpose: this is the one path a reader follows from start to end, and each
+step's I/O already lives in the module named for it."""
 
 from __future__ import annotations
 
@@ -38,7 +42,8 @@ from lucidgrant.deletion import Deletion
 from lucidgrant.failures import after_failure, after_kube_error
 from lucidgrant.grant import GrantSpec
 from lucidgrant.kube import KubeClient, KubeError, error_text
-from lucidgrant.lucid import ClientCredentials, LucidClient, TransientError
+from lucidgrant.lucid import LucidClient
+from lucidgrant.lucid_answers import ClientCredentials, TransientError
 from lucidgrant.lucid_gates import LucidGates
 from lucidgrant.lucid_health import unavailable_message
 from lucidgrant.metrics import Metrics
@@ -55,7 +60,7 @@ log = logging.getLogger(__name__)
 
 
 # The longest wait for the rate limit's turn with the grant's lock held: a 429's pause is
-# waited out with the lock free (store.LOCK_TTL covers this and three Lucid deadlines).
+# waited out with the lock free (state_secret.LOCK_TTL covers this and three Lucid deadlines).
 ADMIT_WITHIN = 5.0
 
 # Reasons a Secret outside the Secret watch's selection may cause (timing.UNWATCHED_RECHECK).

@@ -17,11 +17,11 @@ from typing import Protocol
 from lucidgrant.cache import Key
 from lucidgrant.failures import RotatedElsewhereError
 from lucidgrant.kube import ConflictError
-from lucidgrant.lucid import (
+from lucidgrant.lucid import LucidClient
+from lucidgrant.lucid_answers import (
     ClientCredentials,
     ContradictedInvalidGrantError,
     InvalidGrantError,
-    LucidClient,
     LucidError,
     PartialAnswerError,
     TokenSet,
@@ -33,13 +33,8 @@ from lucidgrant.names import (
     ANN_REFRESH_LIFETIME,
     ANN_REFRESH_SOURCE,
 )
-from lucidgrant.store import (
-    REFRESH_TOKEN_LIFETIME,
-    GrantState,
-    LockBusyError,
-    StateStore,
-    token_annotations,
-)
+from lucidgrant.state_secret import REFRESH_TOKEN_LIFETIME, GrantState, token_annotations
+from lucidgrant.store import LockBusyError, StateStore
 from lucidgrant.timing import Sleep
 from lucidgrant.wal import Rotation
 

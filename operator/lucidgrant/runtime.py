@@ -25,7 +25,8 @@ from lucidgrant.grant import GrantSpec
 from lucidgrant.kube import Kube
 from lucidgrant.leader import LeaderElector
 from lucidgrant.listener import Listener, ListenerLimits
-from lucidgrant.lucid import ClientCredentials, LucidClient, TokenSet
+from lucidgrant.lucid import LucidClient
+from lucidgrant.lucid_answers import ClientCredentials, TokenSet
 from lucidgrant.lucid_gates import LucidGates
 from lucidgrant.lucid_pool import lucid_http
 from lucidgrant.metrics import Metrics

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lucidgrant.grant import GrantSpec
-from lucidgrant.lucid import ClientCredentials
+from lucidgrant.lucid_answers import ClientCredentials
 from lucidgrant.names import LABEL_ROLE, ROLE_CLIENT
 
 

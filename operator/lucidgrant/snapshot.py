@@ -9,10 +9,11 @@ from dataclasses import dataclass, field, replace
 from lucidgrant.cache import Facts, GrantRecord, Key, SecretReader
 from lucidgrant.decide import Snapshot
 from lucidgrant.grant import GrantSpec
-from lucidgrant.lucid import ClientCredentials
+from lucidgrant.lucid_answers import ClientCredentials
 from lucidgrant.names import REFRESH_NOW
 from lucidgrant.secretdata import client_credentials, marked, secret_value
-from lucidgrant.store import StateConflict, StateStore
+from lucidgrant.state_secret import StateConflict
+from lucidgrant.store import StateStore
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,9 @@ from lucidgrant.cache import Cache, GrantRecord, Key
 from lucidgrant.config import Settings
 from lucidgrant.flowhost import Redemption
 from lucidgrant.flowpages import lucid_error_text
-from lucidgrant.lucid import ClientCredentials, InvalidGrantError, TokenSet, TransientError
+from lucidgrant.lucid_answers import ClientCredentials, InvalidGrantError, TokenSet, TransientError
 from lucidgrant.names import ANN_USED_STATES
-from lucidgrant.store import GrantState
+from lucidgrant.state_secret import GrantState
 
 from .fakes import FakeClock
 

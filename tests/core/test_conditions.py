@@ -16,8 +16,8 @@ import pytest
 from lucidgrant.cache import Facts, GrantRecord
 from lucidgrant.names import Reason
 from lucidgrant.publish import Progress
+from lucidgrant.state_secret import GrantState
 from lucidgrant.status import conditions_for
-from lucidgrant.store import GrantState
 from lucidgrant.timing import rfc3339
 
 from .world import NS, World, grant_body

@@ -20,7 +20,7 @@ from lucidgrant.decide import (
 )
 from lucidgrant.failures import RotatedElsewhereError, after_failure
 from lucidgrant.grant import SpecError, parse_spec
-from lucidgrant.lucid import (
+from lucidgrant.lucid_answers import (
     ClientCredentials,
     ClientRejectedError,
     InvalidGrantError,
@@ -30,7 +30,7 @@ from lucidgrant.lucid import (
 )
 from lucidgrant.names import ANN_BOOTSTRAP, ANN_DEAD, Reason
 from lucidgrant.secretdata import digest
-from lucidgrant.store import GrantState
+from lucidgrant.state_secret import GrantState
 
 NOW = 1_800_000_000.0
 CREDS = ClientCredentials("id", "secret")

@@ -20,11 +20,11 @@ import pytest
 
 import lucidgrant.lucid
 from lucidgrant.cache import Key
-from lucidgrant.lucid import ClientCredentials
+from lucidgrant.lucid_answers import ClientCredentials
 from lucidgrant.lucid_gates import LucidGates
 from lucidgrant.lucid_health import PROBE_INTERVAL, client_label
 from lucidgrant.ratelimit import DEFAULT_BURST, DEFAULT_RATE
-from lucidgrant.store import parse_state
+from lucidgrant.state_secret import parse_state
 from lucidgrant.timing import rfc3339
 
 from .world import NS, World, grant_body

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from lucidgrant.kube import ConflictError
-from lucidgrant.lucid import ClientCredentials
+from lucidgrant.lucid_answers import ClientCredentials
 from lucidgrant.names import (
     ANN_LOCK_HOLDER,
     ANN_LOCK_UNTIL,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from lucidgrant.kube import KubeError
-from lucidgrant.lucid import ClientCredentials
+from lucidgrant.lucid_answers import ClientCredentials
 from lucidgrant.names import ANN_LOCK_HOLDER, ANN_ROTATED_AT, secret_path
 from lucidgrant.names import state_secret_name as state_name
 from lucidgrant.replay import HANDOVER_WINDOW, Replayed, handover_window_left, replay, replay_one

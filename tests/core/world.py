@@ -25,7 +25,8 @@ from lucidgrant.names import (
 )
 from lucidgrant.reconcile import Reconciler
 from lucidgrant.secretdata import secret_value
-from lucidgrant.store import StateStore, parse_state
+from lucidgrant.state_secret import parse_state
+from lucidgrant.store import StateStore
 from lucidgrant.wal import RotationLog
 
 from .fakes import FakeClock, FakeKube, FakeLucid

@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lucidgrant.lucid import TokenSet, TransientError, parse_token_response
+from lucidgrant.lucid_answers import TokenSet, TransientError, parse_token_response
 
 ISSUED_AT = 1_750_000_000.0
 

@@ -1,7 +1,7 @@
 import httpx
 import pytest
 
-from lucidgrant.lucid import (
+from lucidgrant.lucid_answers import (
     ClientRejectedError,
     InvalidGrantError,
     PartialAnswerError,

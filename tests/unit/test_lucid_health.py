@@ -5,7 +5,7 @@ import hashlib
 
 import pytest
 
-from lucidgrant.lucid import (
+from lucidgrant.lucid_answers import (
     ClientRejectedError,
     ContradictedInvalidGrantError,
     InvalidGrantError,

@@ -14,7 +14,8 @@ import httpx
 import pytest
 from aiohttp import web
 
-from lucidgrant.lucid import Keep, LucidClient, PartialAnswerError, TokenSet
+from lucidgrant.lucid import Keep, LucidClient
+from lucidgrant.lucid_answers import PartialAnswerError, TokenSet
 
 from .test_lucid_limits import CREDS, OLD_REFRESH, answer, token_endpoint
 

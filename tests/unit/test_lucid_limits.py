@@ -15,17 +15,14 @@ import httpx
 import pytest
 from aiohttp import web
 
-from lucidgrant.lucid import (
-    MAX_ANSWER_BYTES,
-    MAX_DEADLINE,
-    AnswerTooLarge,
+from lucidgrant.lucid import MAX_ANSWER_BYTES, MAX_DEADLINE, AnswerTooLarge, LucidClient
+from lucidgrant.lucid_answers import (
     ClientCredentials,
-    LucidClient,
     LucidError,
     TransientError,
     parse_token_response,
 )
-from lucidgrant.store import LOCK_TTL
+from lucidgrant.state_secret import LOCK_TTL
 
 CREDS = ClientCredentials("client-id", "cs_SECRET")
 OLD_REFRESH = "lrt_OLD"

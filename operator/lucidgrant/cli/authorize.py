@@ -50,8 +50,9 @@ from lucidgrant.cli.loopback import LoopbackReceiver, receive_code
 from lucidgrant.flowpages import authorize_url
 from lucidgrant.grant import GrantSpec, SpecError, parse_spec
 from lucidgrant.kube import Kube, KubeConfigError, KubeError
-from lucidgrant.lucid import DEFAULT_API_URL, DEFAULT_APP_URL, ClientCredentials, LucidClient
-from lucidgrant.lucid import LucidError as LucidFailure
+from lucidgrant.lucid import DEFAULT_API_URL, DEFAULT_APP_URL, LucidClient
+from lucidgrant.lucid_answers import ClientCredentials
+from lucidgrant.lucid_answers import LucidError as LucidFailure
 from lucidgrant.names import LABEL_ROLE, ROLE_CLIENT, grant_path, secret_path
 from lucidgrant.secretdata import client_credentials
 
