@@ -14,33 +14,29 @@ from aiohttp import web
 
 from lucidgrant.lucid_pool import KEEP_IDLE, lucid_http
 
+from .test_lucid_limits import token_endpoint
 
-@pytest.fixture
-async def server():
+
+async def test_a_burst_leaves_only_keep_idle_connections_open():
+    connections: set[asyncio.BaseTransport] = set()
+
     async def token(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        connections.add(request.transport)
         await asyncio.sleep(0.05)  # long enough for the calls to overlap
         return web.json_response({"ok": True})
 
-    app = web.Application()
-    app.router.add_post("/oauth2/token", token)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    yield runner.server, f"http://127.0.0.1:{port}/oauth2/token"
-    await runner.cleanup()
+    def still_open() -> int:
+        return sum(1 for c in connections if not c.is_closing())
 
-
-async def test_a_burst_leaves_only_keep_idle_connections_open(server):
-    low_level, url = server
-    async with lucid_http(5.0, 32) as http:
+    async with token_endpoint(token) as base, lucid_http(5.0, 32) as http:
+        url = f"{base}/oauth2/token"
         answers = await asyncio.gather(*(http.post(url, data={"a": "b"}) for _ in range(32)))
         assert all(a.status_code == 200 for a in answers)
-        assert len(low_level.connections) > KEEP_IDLE, "the burst used more than the idle few"
+        assert len(connections) > KEEP_IDLE, "the burst used more than the idle few"
 
         async def closed_down_to_idle() -> None:
-            while len(low_level.connections) > KEEP_IDLE:
+            while still_open() > KEEP_IDLE:
                 await asyncio.sleep(0.01)
 
         await asyncio.wait_for(closed_down_to_idle(), 5)
