@@ -83,6 +83,8 @@ class WorkQueue:
                 await self._slots.acquire()
                 self._start(key)
             self._wakeup.clear()
+            if self._stopping:  # stop() woke us from the wait for `active`: that wake is spent
+                return
             timeout = max(0.0, self._heap[0][0] - self._clock()) if self._heap else None
             try:
                 await asyncio.wait_for(self._wakeup.wait(), timeout)

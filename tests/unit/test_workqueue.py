@@ -129,3 +129,15 @@ async def test_stop_waits_for_running_work_and_forget_drops_a_wake():
     assert await asyncio.wait_for(stopping, BOUND) == 0
     await task
     assert work.started == ["g"]
+
+
+async def test_a_standby_s_queue_stops_at_once():
+    """A replica that never led stops without waiting out the grace: stop() wakes the queue
+    from its wait for leadership, and the queue must not go back to sleep (it once cleared
+    that wake-up and slept until the grace ran out)."""
+    queue = WorkQueue(Work(), clock=Clock())
+    queue.active.clear()
+    task = asyncio.create_task(queue.run())
+    await settle(queue)
+    assert await queue.stop(BOUND) == 0
+    await asyncio.wait_for(task, BOUND)
