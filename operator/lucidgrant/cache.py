@@ -239,15 +239,19 @@ class SecretReader:
         known, secret = self.cache.secret(key)
         if known:
             return secret
+        # Its metadata first: a Secret not labelled for lucidgrant (a grant may name a password
+        # it must not see) answers with its labels alone, and its values never reach us.
+        head = await self.kube.get_metadata(secret_path(namespace, name))
+        if head is None:
+            self.cache.secrets[key] = None
+            return None
+        if not watched(head):
+            return slim(head, ())
         fetched = await self.kube.get(secret_path(namespace, name))
         if fetched is None:
             self.cache.secrets[key] = None
             return None
         self.cache.observe_secret(fetched)
-        # The watch may have brought a newer version while we read.
+        # The watch may have brought a newer version while we read, or the label gone.
         known, secret = self.cache.secret(key)
-        if known and secret is not None:
-            return secret
-        # Not labelled for lucidgrant: its values are of no use here and are not held (a grant
-        # may name a password it must not see).
-        return slim(fetched, ("type",))
+        return secret if known and secret is not None else slim(fetched, ("type",))

@@ -18,6 +18,8 @@ from kubernetes.aio import client as kclient
 from kubernetes.aio import config as kconfig
 
 MERGE_PATCH = "application/merge-patch+json"
+# What `get_metadata` asks for: the object's metadata alone (every API server since 1.15).
+PARTIAL_METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 JSON_PATCH = "application/json-patch+json"
 # Items per page of a list, as client-go's informers ask (tools/pager's default): a namespace
 # with thousands of Secrets never arrives as one answer.
@@ -122,6 +124,9 @@ class KubeClient(Protocol):
 
     async def get(self, path: str) -> dict[str, Any] | None: ...
 
+    async def get_metadata(self, path: str) -> dict[str, Any] | None:
+        """The object's metadata alone (a PartialObjectMetadata), None for a missing one."""
+
     async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]: ...
 
     async def patch(
@@ -160,8 +165,9 @@ class Kube:
         *,
         content_type: str = "application/json",
         query: dict[str, str] | None = None,
+        accept: str = "application/json",
     ) -> dict[str, Any]:
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        headers = {"Accept": accept, "Content-Type": content_type}
         _, url, headers, _, _ = await self.api.param_serialize(
             method, path, header_params=headers, auth_settings=["BearerToken"]
         )
@@ -200,6 +206,12 @@ class Kube:
     async def get(self, path: str) -> dict[str, Any] | None:
         try:
             return await self.request("GET", path)
+        except NotFoundError:
+            return None
+
+    async def get_metadata(self, path: str) -> dict[str, Any] | None:
+        try:
+            return await self.request("GET", path, accept=PARTIAL_METADATA)
         except NotFoundError:
             return None
 

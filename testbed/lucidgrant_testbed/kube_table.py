@@ -34,21 +34,37 @@ _CREATED_DOC = (
     "UTC."
 )
 _NAME_COLUMN = {"name": "Name", "type": "string", "format": "name", "description": _NAME_DOC}
-_TABLES = (("Table", "meta.k8s.io", "v1"), ("Table", "meta.k8s.io", "v1beta1"))
+_AS = tuple(
+    (kind, "meta.k8s.io", version)
+    for kind in ("Table", "PartialObjectMetadata")
+    for version in ("v1", "v1beta1")
+)
 _AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
 
 
-def wants_table(accept: str) -> bool:
-    """Whether the first acceptable media type of an Accept header is a meta.k8s.io Table."""
+def wanted_as(accept: str) -> str | None:
+    """What the first acceptable media type of an Accept header asks the object as: "Table",
+    "PartialObjectMetadata" (meta.k8s.io v1 or v1beta1), or None for the object itself."""
     for media in accept.split(","):
         kind, *params = (p.strip() for p in media.split(";"))
         options = dict(p.partition("=")[::2] for p in params)
         if kind in ("application/json", "*/*") and "as" not in options:
-            return False
-        table_of = (options.get("as"), options.get("g"), options.get("v"))
-        if kind == "application/json" and table_of in _TABLES:
-            return True
-    return False
+            return None
+        wanted = (options.get("as"), options.get("g"), options.get("v"))
+        if kind == "application/json" and wanted in _AS:
+            return wanted[0]
+    return None
+
+
+def partial_object_metadata(obj: JSON, accept: str) -> JSON:
+    """The object's metadata alone, as a get with `as=PartialObjectMetadata` answers
+    (apiserver/pkg/endpoints/handlers/response.go, asPartialObjectMetadata)."""
+    version = "v1beta1" if "v=v1beta1" in accept.replace(" ", "") else "v1"
+    return {
+        "kind": "PartialObjectMetadata",
+        "apiVersion": f"meta.k8s.io/{version}",
+        "metadata": obj["metadata"],
+    }
 
 
 def table(rt: ResourceType, version: str, objects: list[JSON], meta: JSON, include: str) -> JSON:

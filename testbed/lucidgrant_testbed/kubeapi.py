@@ -58,7 +58,7 @@ from lucidgrant_testbed.kube_store import (
     dumps,
     render,
 )
-from lucidgrant_testbed.kube_table import table, wants_table
+from lucidgrant_testbed.kube_table import partial_object_metadata, table, wanted_as
 from lucidgrant_testbed.kube_types import JSON, ResourceType
 
 logger = logging.getLogger(__name__)
@@ -95,6 +95,7 @@ class RequestRecord:
     label_selector: str = ""  # of a list or watch
     query: str = ""  # the query string: a test sees `limit` and `continue` on lists
     warnings: tuple[str, ...] = ()  # the answer's Warning headers (fieldValidation=Warn)
+    accept: str = ""  # the Accept header: a test sees what a get asked the object as
 
 
 @dataclass
@@ -557,6 +558,7 @@ class KubeAPI:
             user_agent=request.headers.get("User-Agent", ""),
             label_selector=request.query.get("labelSelector", ""),
             query=request.query_string,
+            accept=request.headers.get("Accept", ""),
         )
         self.requests.append(record)
         return record
@@ -667,18 +669,27 @@ class KubeAPI:
         namespace = target.namespace or ""
         method = request.method
         api_version = rt.api_version(target.version)
+        accept = request.headers.get("Accept", "")
         if method == "GET" and target.name:
             obj = render(store.get(rt, namespace, target.name), api_version)
-            if wants_table(request.headers.get("Accept", "")):
+            if wanted_as(accept) == "Table":
                 meta = {"resourceVersion": obj["metadata"]["resourceVersion"]}
                 include = request.query.get("includeObject", "")
                 return _json(table(rt, target.version, [obj], meta, include))
+            if wanted_as(accept) == "PartialObjectMetadata":
+                return _json(partial_object_metadata(obj, accept))
             return _json(obj)
         if method == "GET" and request.query.get("watch") in ("true", "1"):
             return await self._watch(request, target, record)
         if method == "GET":
+            if wanted_as(accept) == "PartialObjectMetadata":  # response.go: a list is refused
+                raise ApiError(
+                    406,
+                    "NotAcceptable",
+                    "you requested PartialObjectMetadata, but the requested object is a list",
+                )
             listed = self._list(request, target)
-            if wants_table(request.headers.get("Accept", "")):
+            if wanted_as(accept) == "Table":
                 include = request.query.get("includeObject", "")
                 listed = table(rt, target.version, listed["items"], listed["metadata"], include)
             return _json(listed)

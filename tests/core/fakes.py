@@ -63,6 +63,14 @@ class FakeKube:
         obj = self.objects.get(path)
         return copy.deepcopy(obj) if obj is not None else None
 
+    async def get_metadata(self, path: str) -> dict[str, Any] | None:
+        self._enter("GET metadata", path)
+        obj = self.objects.get(path)
+        if obj is None:
+            return None
+        meta = copy.deepcopy(obj["metadata"])
+        return {"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": meta}
+
     async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         name = body["metadata"].get("name") or f"generated-{next(self._uid)}"
         full = f"{path}/{name}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lucidgrant.kube import PARTIAL_METADATA
 from lucidgrant.names import SECRET_SELECTOR
 from lucidgrant.secretdata import b64
 
@@ -56,7 +57,9 @@ READS: dict[str, tuple[dict[str, Any], str]] = {
 WRITES = ["app", "sa", STATE, "lucid-client"]
 
 
-def test_a_grant_cannot_read_or_write_secrets_not_marked_for_it(cluster, lucid, start_operator):
+def test_a_grant_cannot_read_or_write_secrets_not_marked_for_it(
+    kube_api, cluster, lucid, start_operator
+):
     setup_grant(cluster, lucid)  # the victim: "reporting", its client Secret "lucid-client"
     cluster.put_secret("app", {"client_id": PASSWORD, "client_secret": PASSWORD}, marked=False)
     sa = {
@@ -128,3 +131,13 @@ def test_a_grant_cannot_read_or_write_secrets_not_marked_for_it(cluster, lucid, 
     ]
     values = [PASSWORD, SA_TOKEN, state["refresh_token"], CLIENT_SECRET]
     assert not leaked(set(values) | {b64(v) for v in values}, texts)
+
+    # Not even fetched: the operator asked for the app's Secret (no lucidgrant label) as its
+    # metadata alone, every time, so that its values never reached the process.
+    reads = [
+        r.accept
+        for r in list(kube_api[0].requests)
+        if r.resource == "secrets" and r.name == "app" and r.verb == "get"
+        if r.user_agent != TEST_AGENT
+    ]
+    assert reads and all(a == PARTIAL_METADATA for a in reads), reads

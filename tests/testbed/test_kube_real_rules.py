@@ -745,6 +745,31 @@ def test_tables_render_printer_columns_and_default_ones(serve: Any, crd_file: pa
     assert s.admin.get(SECRETS.format(ns="default")).json()["kind"] == "SecretList"
 
 
+METADATA = {"Accept": "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"}
+
+
+def test_a_get_as_partial_object_metadata_answers_the_metadata_alone(serve: Any) -> None:
+    """apiserver/pkg/endpoints/handlers/response.go (asPartialObjectMetadata): a get with
+    `Accept: application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1` answers the object's
+    metadata only, as kind PartialObjectMetadata of meta.k8s.io/v1 (v1beta1 when asked); a list
+    asked so is refused 406 NotAcceptable (PartialObjectMetadataList is what a list takes)."""
+    s = serve()
+    path = SECRETS.format(ns="default")
+    body = {**secret("pw", labels={"app": "db"}), "data": {"password": "c2VjcmV0"}}
+    assert s.admin.post(path, json=body).status_code == 201
+    got = s.admin.get(f"{path}/pw", headers=METADATA)
+    assert got.status_code == 200, got.text
+    answer = got.json()
+    assert (answer["kind"], answer["apiVersion"]) == ("PartialObjectMetadata", "meta.k8s.io/v1")
+    assert answer["metadata"]["labels"] == {"app": "db"}
+    assert set(answer) == {"kind", "apiVersion", "metadata"}, "no data, no type"
+    beta = {"Accept": METADATA["Accept"].replace("v=v1", "v=v1beta1")}
+    assert s.admin.get(f"{path}/pw", headers=beta).json()["apiVersion"] == "meta.k8s.io/v1beta1"
+    listed = s.admin.get(path, headers=METADATA)
+    assert (listed.status_code, listed.json()["reason"]) == (406, "NotAcceptable")
+    assert "data" in s.admin.get(f"{path}/pw").json(), "without the header, the whole object"
+
+
 def crd_with_columns(plural: str, kind: str, columns: list[dict[str, Any]]) -> dict[str, Any]:
     body = crd(plural, kind, GADGET_SCHEMA)
     body["spec"]["versions"][0]["additionalPrinterColumns"] = columns

@@ -83,11 +83,14 @@ async def test_secrets_are_read_from_the_api_server_once_then_from_the_cache():
     for _ in range(2):
         unmarked = await reader.get("ns", "tok")
         assert unmarked is not None and "data" not in unmarked, "values not held"
-    assert [c[1].rsplit("/", 1)[1] for c in kube.calls if c[0] == "GET"] == [
-        "client",
-        "boot",
-        "tok",
-        "tok",  # outside the watch's selection: read each time, no event would update it
+    assert [(c[0], c[1].rsplit("/", 1)[1]) for c in kube.calls] == [
+        ("GET metadata", "client"),
+        ("GET", "client"),  # labelled: read whole once, then the watch keeps it
+        ("GET metadata", "boot"),
+        # Outside the watch's selection: its metadata each time (no event would update it),
+        # and never its values.
+        ("GET metadata", "tok"),
+        ("GET metadata", "tok"),
     ]
 
 
