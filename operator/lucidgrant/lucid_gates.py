@@ -115,10 +115,8 @@ class LucidGates:
         for client in self._clients.values():
             client.gate.forget(key)
 
-    async def admit(
-        self, creds: ClientCredentials, calls: int = 1, *, within: float = math.inf
-    ) -> float:
-        """Wait until the client's token bucket allows `calls` calls to Lucid, first come first
+    async def admit(self, creds: ClientCredentials, *, within: float = math.inf) -> float:
+        """Wait until the client's token bucket allows one call to Lucid, first come first
         served, and answer 0; or, when the bucket's next turn lies further than `within`
         seconds ahead (a 429's pause), wait no more and answer how long until it. The wait
         in the queue before one's turn does not count: it is bounded by the callers ahead."""
@@ -126,11 +124,10 @@ class LucidGates:
         try:
             async with client.turn:
                 deadline = self._clock() + within
-                for _ in range(calls):
-                    while (wait := client.bucket.take(self._clock())) > 0:
-                        if self._clock() + wait > deadline:
-                            return wait
-                        await self._sleep(wait)
+                while (wait := client.bucket.take(self._clock())) > 0:
+                    if self._clock() + wait > deadline:
+                        return wait
+                    await self._sleep(wait)
             return 0.0
         finally:
             self._publish(client)
