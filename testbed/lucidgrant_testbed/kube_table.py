@@ -42,9 +42,10 @@ _AS = tuple(
 _AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
 
 
-def wanted_as(accept: str) -> str | None:
-    """What the first acceptable media type of an Accept header asks the object as: "Table",
-    "PartialObjectMetadata" (meta.k8s.io v1 or v1beta1), or None for the object itself."""
+def wanted_as(accept: str) -> tuple[str, str] | None:
+    """What the first acceptable media type of an Accept header asks the object as, with its
+    meta.k8s.io version: ("Table" or "PartialObjectMetadata", "v1" or "v1beta1"), or None for
+    the object itself."""
     for media in accept.split(","):
         kind, *params = (p.strip() for p in media.split(";"))
         options = dict(p.partition("=")[::2] for p in params)
@@ -52,14 +53,13 @@ def wanted_as(accept: str) -> str | None:
             return None
         wanted = (options.get("as"), options.get("g"), options.get("v"))
         if kind == "application/json" and wanted in _AS:
-            return wanted[0]
+            return wanted[0], wanted[2]
     return None
 
 
-def partial_object_metadata(obj: JSON, accept: str) -> JSON:
+def partial_object_metadata(obj: JSON, version: str) -> JSON:
     """The object's metadata alone, as a get with `as=PartialObjectMetadata` answers
     (apiserver/pkg/endpoints/handlers/response.go, asPartialObjectMetadata)."""
-    version = "v1beta1" if "v=v1beta1" in accept.replace(" ", "") else "v1"
     return {
         "kind": "PartialObjectMetadata",
         "apiVersion": f"meta.k8s.io/{version}",

@@ -669,27 +669,27 @@ class KubeAPI:
         namespace = target.namespace or ""
         method = request.method
         api_version = rt.api_version(target.version)
-        accept = request.headers.get("Accept", "")
+        as_kind, as_version = wanted_as(request.headers.get("Accept", "")) or (None, "")
         if method == "GET" and target.name:
             obj = render(store.get(rt, namespace, target.name), api_version)
-            if wanted_as(accept) == "Table":
+            if as_kind == "Table":
                 meta = {"resourceVersion": obj["metadata"]["resourceVersion"]}
                 include = request.query.get("includeObject", "")
                 return _json(table(rt, target.version, [obj], meta, include))
-            if wanted_as(accept) == "PartialObjectMetadata":
-                return _json(partial_object_metadata(obj, accept))
+            if as_kind == "PartialObjectMetadata":
+                return _json(partial_object_metadata(obj, as_version))
             return _json(obj)
         if method == "GET" and request.query.get("watch") in ("true", "1"):
             return await self._watch(request, target, record)
         if method == "GET":
-            if wanted_as(accept) == "PartialObjectMetadata":  # response.go: a list is refused
+            if as_kind == "PartialObjectMetadata":  # response.go: a list is refused
                 raise ApiError(
                     406,
                     "NotAcceptable",
                     "you requested PartialObjectMetadata, but the requested object is a list",
                 )
             listed = self._list(request, target)
-            if wanted_as(accept) == "Table":
+            if as_kind == "Table":
                 include = request.query.get("includeObject", "")
                 listed = table(rt, target.version, listed["items"], listed["metadata"], include)
             return _json(listed)
