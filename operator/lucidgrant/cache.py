@@ -240,7 +240,7 @@ class SecretReader:
         if known:
             return secret
         # Its metadata first: a Secret not labelled for lucidgrant (a grant may name a password
-        # it must not see) answers with its labels alone, and its values never reach us.
+        # it must not see) answers with its metadata alone: its `data` never reaches us.
         head = await self.kube.get_metadata(secret_path(namespace, name))
         if head is None:
             self.cache.secrets[key] = None
