@@ -9,7 +9,7 @@ from typing import Any
 import kopf
 
 from lucidgrant.config import Settings
-from lucidgrant.kube import LIST_CHUNK, Kube
+from lucidgrant.kube import LIST_CHUNK, Kube, load_configuration
 from lucidgrant.names import GROUP, PLURAL, SECRET_SELECTOR, VERSION
 from lucidgrant.runtime import Runtime
 from lucidgrant.watch_errors import survive_watch_errors
@@ -17,6 +17,29 @@ from lucidgrant.watch_errors import survive_watch_errors
 log = logging.getLogger(__name__)
 
 SECRETS = ("", "v1", "secrets")
+
+
+@kopf.on.login()
+async def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+    """kopf's watches log in with the configuration the operator's own client uses
+    (`load_configuration`: in-cluster in a pod, else KUBECONFIG as it is now). kopf's default
+    login goes through the synchronous client, which tries in-cluster first and reads KUBECONFIG
+    once, when it is imported. Called again after a 401, so that a rotated token is read anew."""
+    config = await load_configuration()
+    header = await config.get_api_key_with_prefix("BearerToken")
+    scheme, _space, token = (header or "").rpartition(" ")
+    return kopf.ConnectionInfo(
+        server=config.host,
+        ca_path=config.ssl_ca_cert,
+        insecure=not config.verify_ssl,
+        username=config.username or None,
+        password=config.password or None,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=config.cert_file,
+        private_key_path=config.key_file,
+        trust_env=settings.networking.trust_env,
+    )
 
 
 @kopf.on.startup()

@@ -108,8 +108,10 @@ async def load_configuration(
         return configuration
     paths = kubeconfig_paths(kubeconfig)
     try:
+        # The paths as KUBECONFIG says now: the client's own default is KUBECONFIG as it was
+        # when the client was imported.
         await kconfig.load_kube_config(
-            config_file=kubeconfig, context=context, client_configuration=configuration
+            config_file=os.pathsep.join(paths), context=context, client_configuration=configuration
         )
     except (kconfig.ConfigException, OSError, ValueError, TypeError) as exc:
         where = f"context {context!r} in " if context else ""

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import httpx
 
 from lucidgrant.wal import FILE_NAME, parse
+from tests.prefork import popen
 
 ROOT = Path(__file__).resolve().parents[2]
 GRANTS = "/apis/lucidgrant.dev/v1alpha1/namespaces/{ns}/lucidgrants"
@@ -162,7 +163,8 @@ def grant_spec(**over: Any) -> dict[str, Any]:
 
 
 class OperatorProcess:
-    """The real operator (`python -m lucidgrant run`) in a subprocess, logging to a file."""
+    """The real operator (`python -m lucidgrant run`) in a process of its own, logging to a file
+    (forked from a warmed-up interpreter: tests/prefork.py)."""
 
     def __init__(
         self,
@@ -191,7 +193,7 @@ class OperatorProcess:
         }
         full_env.pop("KUBERNETES_SERVICE_HOST", None)
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
+        self.proc = popen(
             [sys.executable, "-m", "lucidgrant", "run", *args],
             env=full_env,
             stdout=self._log,

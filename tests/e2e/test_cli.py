@@ -14,9 +14,10 @@ from lucidgrant import __version__
 from lucidgrant.cli import cli
 from lucidgrant.cli.kubectl import cli as plugin
 from lucidgrant.config import ENVIRONMENT
+from tests.prefork import run
 
 from .harness import ROOT, wait_for
-from .test_cli_authorize import CLI, PLUGIN, run
+from .test_cli_authorize import CLI, PLUGIN
 
 PACKAGE = ROOT / "operator" / "lucidgrant"
 # Read by the command-line tools on a laptop, not by the operator.
@@ -40,7 +41,9 @@ def one_line_error(done: subprocess.CompletedProcess[str], code: int, *fragments
 
 def test_version_and_help_are_whole(tmp_path):
     env = base_env(tmp_path)
-    assert run([*CLI, "--version"], env).stdout == f"lucidgrant {__version__}\n"
+    # A real interpreter's start, where every other test forks one (tests/prefork.py).
+    version = subprocess.run([*CLI, "--version"], env=env, capture_output=True, text=True)
+    assert version.stdout == f"lucidgrant {__version__}\n"
     for program, group in ((CLI, cli), (PLUGIN, plugin)):
         top = run([*program, "--help"], env)
         assert top.returncode == 0, top.stderr

@@ -1,4 +1,4 @@
-"""`lucidgrant authorize` and `kubectl lucidgrant` as subprocesses, against the Lucid emulator's
+"""`lucidgrant authorize` and `kubectl lucidgrant` as processes of their own (tests/prefork.py), against the Lucid emulator's
 automatic consent and the emulated Kubernetes API (through a kubeconfig, as on a laptop)."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import httpx
 import yaml
 
 from lucidgrant_testbed.lucid import LucidEmulator
+from tests.prefork import popen, run
 
 from .harness import (
     CLIENT_ID,
@@ -42,12 +43,6 @@ def env_for(kubeconfig: Path, lucid: LucidEmulator, **extra: str) -> dict[str, s
     }
     env.pop("KUBERNETES_SERVICE_HOST", None)
     return env
-
-
-def run(
-    cmd: list[str], env: dict[str, str], timeout: float = 20
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 def no_leaks(lucid: LucidEmulator, *texts: str) -> None:
@@ -147,7 +142,7 @@ def test_the_loopback_ignores_a_foreign_state_and_waits(cluster, lucid, admin_ku
     env = env_for(admin_kubeconfig, lucid)
     del env["LUCIDGRANT_TEST_BROWSER"]
     cmd = [*CLI, "authorize", "reporting", "--no-browser", "--port", str(port), "--timeout", "15"]
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    proc = popen(cmd, env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None
         url = ""

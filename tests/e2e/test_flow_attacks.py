@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import resource
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -16,6 +15,7 @@ import httpx
 import pytest
 
 from lucidgrant_testbed.lucid import LucidEmulator
+from tests.prefork import run
 
 from .flow import (
     Browser,
@@ -346,12 +346,8 @@ def test_an_http_external_url_is_refused_at_start(kube_api, tmp_path: Path):
         "LUCIDGRANT_EXTERNAL_URL": "http://lucidgrant.example",
         "PATH": "/usr/bin:/bin",
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "lucidgrant", "run", "--namespace", "default"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    done = run(
+        [sys.executable, "-m", "lucidgrant", "run", "--namespace", "default"], env, timeout=60
     )
     assert done.returncode != 0
     lines = [line for line in done.stderr.splitlines() if "LUCIDGRANT_EXTERNAL_URL" in line]

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.prefork import run
+
 from .harness import CLIENT_ID, CLIENT_SECRET, ROOT, Cluster, free_port, grant_spec, wait_for
 from .test_cli_authorize import (
     CLI,
@@ -22,7 +24,6 @@ from .test_cli_authorize import (
     client_secret,
     env_for,
     no_leaks,
-    run,
 )
 from .test_operator import authorized_grants
 

@@ -90,7 +90,7 @@ def check(body: Any) -> None:
     assert "lat_x" not in repr(result) and "lrt_y" not in repr(result)
 
 
-@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(bodies)
 def test_parse_token_response_returns_a_usable_token_set_or_transient_error(body: Any) -> None:
     check(body)
