@@ -21,6 +21,7 @@ from lucidgrant.names import READY, REAUTH, Reason, events_path, grant_path
 from lucidgrant.state_secret import GrantState
 from lucidgrant.status import (
     Outcome,
+    adoption_pending,
     authorize_command,
     awaiting_authorization,
     condition_of,
@@ -46,11 +47,16 @@ class Progress:
     reauth: tuple[Reason, str] | None = None
     next_at: float | None = None
     suspended: bool = False
-    # The bootstrap Secret holds a value (adopted or not): for AwaitingAuthorization's message.
+    # The bootstrap Secret holds a value (adopted or not): a grant that never held a token may
+    # have an authorization on its way.
     bootstrap_given: bool = False
     # The reconcile posted an event of its own (Authorized, Recovered): Ready turning true is
     # that same transition and gets no second one.
     announced: bool = False
+    # An adoption waited for the lock (another process is at the grant) or for its turn under
+    # the rate limit: nothing was learnt, and a grant that never held a token would claim that
+    # a person must act (ReauthorizationRequired) while its authorization is on its way.
+    adoption_deferred: bool = False
 
     def say(self, reason: Reason | None, message: str) -> None:
         """A reason that needs a person goes to ReauthorizationRequired, others to Ready."""
@@ -82,9 +88,12 @@ class Publisher:
         kept = state if state and state.refresh_token else None
         spec = record.spec()
         reauth = p.reauth
+        pending = None
         if reauth is None and state is not None and kept is None and isinstance(spec, GrantSpec):
-            # Never held a token, whatever else Ready reports (a missing client Secret, ...).
-            reauth = awaiting_authorization(spec, p.bootstrap_given)
+            # Never held a token, whatever else Ready reports (a missing client Secret, ...): a
+            # person must authorize, unless an authorization waits to be adopted.
+            pending = adoption_pending(spec) if p.bootstrap_given else None
+            reauth = None if pending else awaiting_authorization(spec)
         if reauth is not None:
             reauth = (reauth[0], f"{reauth[1]} Run: {authorize_command(*key)}")
         note = None
@@ -106,6 +115,7 @@ class Publisher:
             suspended=p.suspended,
             authorization_url=self.authorization_url(record.body) if reauth else None,
             state_known=state is not None,
+            adoption_pending=pending,
             note=note,
         )
 

@@ -211,6 +211,7 @@ class Reconciler:
             p.facts = replace(p.facts, retry_at=None)
         locked = await self.refresher.lock(key, p.state)
         if isinstance(locked, LockWait):
+            p.adoption_deferred = adopt
             if locked.until is not None:
                 self.metrics.refreshes.labels("lock_busy").inc()
                 p.next_at = locked.until + 0.5
@@ -228,6 +229,7 @@ class Reconciler:
             if since is not None:
                 self._hold(key, snap.client, p, since)
                 return True
+            p.adoption_deferred = adopt
             p.next_at = self.clock() + wait
             return False
         code = snap.bootstrap if adopt and spec.code_ref is not None else None
@@ -318,6 +320,8 @@ class Reconciler:
     async def _finish(self, key: Key, record: GrantRecord, p: Progress) -> float | None:
         """The one place where the grant's cached bookkeeping changes; then publish."""
         record.facts = p.facts
+        if p.adoption_deferred and not (p.state and p.state.refresh_token):
+            return p.next_at  # nothing to say yet: the adoption is tried when its wait ends
         try:
             return await self.publisher.publish(key, record, p)
         except (KubeError, OSError) as exc:

@@ -60,16 +60,22 @@ def authorize_command(namespace: str, name: str) -> str:
     return f"kubectl lucidgrant authorize {name} -n {namespace}"
 
 
-def awaiting_authorization(spec: GrantSpec, given: bool = False) -> tuple[Reason, str]:
-    """ReauthorizationRequired's reason and message for a grant that never held a token;
-    `given`: its bootstrap Secret holds a value already (waiting on what Ready says)."""
+def adoption_pending(spec: GrantSpec) -> str | None:
+    """What to say of a grant that never held a token while its bootstrap Secret holds a
+    value (None without a bootstrap Secret)."""
     ref = spec.bootstrap_ref
-    if given and ref is not None:
-        return (
-            Reason.AWAITING_AUTHORIZATION,
-            f"No grant held yet: the authorization in Secret {ref.name!r} key {ref.key!r} is not "
-            "adopted yet; Ready says what it waits for.",
-        )
+    if ref is None:
+        return None
+    return (
+        f"No grant held yet: the authorization in Secret {ref.name!r} key {ref.key!r} is not "
+        "adopted yet; Ready says what it waits for."
+    )
+
+
+def awaiting_authorization(spec: GrantSpec) -> tuple[Reason, str]:
+    """ReauthorizationRequired's reason and message for a grant that never held a token and
+    has no authorization on its way: a person must authorize once."""
+    ref = spec.bootstrap_ref
     what = "code" if spec.code_ref else "refresh token"
     where = (
         f"puts a {what} in Secret {ref.name!r} key {ref.key!r}"
@@ -153,6 +159,10 @@ class Outcome:
     # False when the state Secret was not read (an invalid spec, an API failure): whether the
     # grant holds an authorization is then unknown.
     state_known: bool = True
+    # Set (a message) when the grant never held a token and its bootstrap Secret holds a value
+    # not adopted yet: whether a person must act is unknown until it is tried, and an alert
+    # that fires at once must not page anyone while it is on its way.
+    adoption_pending: str | None = None
     # Said after Ready=True's message (e.g. a refreshBefore capped at a third of the lifetime).
     note: str | None = None
 
@@ -192,6 +202,8 @@ def conditions_for(outcome: Outcome, now: float, stamp: Any) -> list[Condition]:
         ready = Condition(READY, False, outcome.problem[0], outcome.problem[1])
     elif outcome.reauth:
         ready = Condition(READY, False, outcome.reauth[0], outcome.reauth[1])
+    elif outcome.adoption_pending:
+        ready = Condition(READY, False, Reason.AWAITING_AUTHORIZATION, outcome.adoption_pending)
     else:
         ready = Condition(
             READY, False, Reason.ACCESS_TOKEN_EXPIRED, "The access token expired; a refresh is due."
@@ -207,6 +219,9 @@ def conditions_for(outcome: Outcome, now: float, stamp: Any) -> list[Condition]:
             else f"Not known: the grant's state Secret could not be read ({why}); retrying."
         )
         reauth = Condition(REAUTH, None, why, message)
+    elif outcome.adoption_pending:
+        why = outcome.problem[0] if outcome.problem else Reason.AWAITING_AUTHORIZATION
+        reauth = Condition(REAUTH, None, why, outcome.adoption_pending)
     else:
         reauth = Condition(
             REAUTH, False, Reason.AUTHORIZED, "The operator holds a grant (a refresh token)."

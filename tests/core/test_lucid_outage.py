@@ -191,6 +191,19 @@ def ready(world: World, name: str) -> tuple[str, str, str]:
     return cond["status"], cond["reason"], cond["message"]
 
 
+def claims_a_person(world: World, name: str) -> bool:
+    """ReauthorizationRequired=True in status, or its metric at 1."""
+    conditions = world.grant(name).get("status", {}).get("conditions", [])
+    if any(c["type"] == "ReauthorizationRequired" and c["status"] == "True" for c in conditions):
+        return True
+    return any(
+        s.labels.get("name") == name and s.value == 1
+        for metric in world.metrics.registry.collect()
+        if metric.name == "lucidgrant_reauthorization_required"
+        for s in metric.samples
+    )
+
+
 def gauge(world: World, name: str) -> float | None:
     labels = {"api_url": "", "client": client_label(CREDS.client_id)}
     return world.metrics.registry.get_sample_value(name, labels)
@@ -307,6 +320,9 @@ async def test_a_429_pause_longer_than_a_turn_is_waited_out_with_the_locks_free(
     held = [n for n in names if (s := state_if_any(world, n)) and s.locked_by_other("x", sim.now)]
     assert held == [], "locks held through the pause"
     assert not sim.between(t0 + 0.001, t0 + 30), "nobody called during the pause"
+    # Their authorizations are on their way: none says a person must act (an alert that fires
+    # at once), neither in status nor in the metric.
+    assert [n for n in names if claims_a_person(world, n)] == []
     await sim.run_until(t0 + 90)
     assert all(serving(world, name) for name in names)
 
