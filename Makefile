@@ -15,7 +15,7 @@ DEMO_STAMP := $(VENV)/.demo-installed
 # Test processes in parallel: tests share nothing (ports, tmp dirs and emulators are their
 # own), and most of an end-to-end test's time is spent waiting for token lifetimes. Tests are
 # handed out two at a time, longest first (tests/conftest.py), so no process idles at the end.
-TEST_JOBS ?= 6
+TEST_JOBS ?= 8
 
 .PHONY: install test lint demo chaos bench clean
 
