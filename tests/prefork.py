@@ -17,7 +17,8 @@ a signal) and the CPU it used."""
 
 from __future__ import annotations
 
-import atexit
+import contextlib
+import fcntl
 import gc
 import importlib
 import json
@@ -188,40 +189,66 @@ def _wrap(fd: int, slot: int, text: bool) -> IO[Any]:
 # RUSAGE_CHILDREN would count them had this process started them itself (tests/cpu_per_test.py).
 children_cpu = 0.0
 _address: str | None = None
+_session: socket.socket | None = None  # open while this process lives: keeps the server up
 _lock = threading.Lock()
+SESSION = b"session\n"
 
 
 def _server() -> str:
-    """The Unix socket of this process's fork server, started on first use."""
-    global _address
+    """The Unix socket of the fork server this test run shares (one for all of pytest-xdist's
+    workers: each would otherwise pay the server's own imports), started by whichever needs it
+    first. Each test process keeps a session open; the server ends when the last one closes."""
+    global _address, _session
     with _lock:
         if _address is None:
-            folder = tempfile.mkdtemp(prefix="lucidgrant-prefork-")
-            address = os.path.join(folder, "socket")
-            server = subprocess.Popen(
-                [sys.executable, "-m", "tests.prefork", address],
-                cwd=ROOT,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-            )
-            assert server.stdout is not None
-            if server.stdout.readline() != b"ready\n":
-                raise RuntimeError("the fork server did not start")
-            atexit.register(_stop, server)
-            _address = address
+            run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
+            folder = os.path.join(tempfile.gettempdir(), f"lucidgrant-prefork-{os.getuid()}")
+            os.makedirs(folder, exist_ok=True)
+            address = os.path.join(folder, f"{run}.socket")
+            with open(os.path.join(folder, "lock"), "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # one test process at a time starts or joins
+                session = _connect(address)
+                if session is None:
+                    _start(address)
+                    session = _connect(address)
+                assert session is not None, "the fork server does not answer"
+                session.sendall(SESSION)
+                if session.recv(8) != b"ok\n":
+                    raise RuntimeError("the fork server refused the session")
+            _address, _session = address, session
         return _address
 
 
-def _stop(server: subprocess.Popen[bytes]) -> None:
-    assert server.stdin is not None
-    server.stdin.close()  # its signal to end
-    server.wait(10)
+def _connect(address: str) -> socket.socket | None:
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(address)
+    except OSError:  # none yet, or one that has ended
+        conn.close()
+        return None
+    return conn
+
+
+def _start(address: str) -> None:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.prefork", address],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        start_new_session=True,  # outlives the test process that started it, if need be
+    )
+    assert server.stdout is not None
+    if server.stdout.readline() != b"ready\n":
+        raise RuntimeError("the fork server did not start")
+    server.stdout.close()
 
 
 def serve(address: str) -> None:
     for name in PRELOAD:
         importlib.import_module(name)
     gc.freeze()  # the children share the imported modules' pages instead of copying them
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(address)  # a server that ended
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(address)
     listener.listen(64)
@@ -230,17 +257,23 @@ def serve(address: str) -> None:
     signal.set_wakeup_fd(wake_write)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     selector = selectors.DefaultSelector()
-    for fileobj in (listener, wake_read, sys.stdin.fileno()):
-        selector.register(fileobj, selectors.EVENT_READ)
+    selector.register(listener, selectors.EVENT_READ)
+    selector.register(wake_read, selectors.EVENT_READ)
     waiting: dict[int, socket.socket] = {}
+    sessions = 0
     os.write(1, b"ready\n")
     while True:
         for key, _ in selector.select():
             if key.fileobj is listener:
                 conn, _ = listener.accept()
                 message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
-                while not message.endswith(b"\n"):
+                while message and not message.endswith(b"\n"):
                     message += conn.recv(1 << 20)
+                if message == SESSION:
+                    selector.register(conn, selectors.EVENT_READ)
+                    sessions += 1
+                    conn.sendall(b"ok\n")
+                    continue
                 pid = os.fork()
                 if pid == 0:
                     _child(json.loads(message), fds)
@@ -251,8 +284,25 @@ def serve(address: str) -> None:
             elif key.fileobj == wake_read:
                 os.read(wake_read, 512)
                 _reap(waiting)
-            elif not os.read(sys.stdin.fileno(), 512):  # the test process has ended
-                return
+            else:  # a session ended: its test process is gone
+                selector.unregister(key.fileobj)
+                key.fileobj.close()  # type: ignore[union-attr]
+                sessions -= 1
+                if sessions == 0 and _may_end(address):
+                    return
+
+
+def _may_end(address: str) -> bool:
+    """No session left: end, unless a test process is joining (it holds the lock); the lock is
+    held until this process exits, so none joins an ending server."""
+    lock = open(os.path.join(os.path.dirname(address), "lock"), "w")  # noqa: SIM115
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return False
+    os.unlink(address)
+    return True
 
 
 def _reap(waiting: dict[int, socket.socket]) -> None:
