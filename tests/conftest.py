@@ -1,7 +1,7 @@
 """The order in which tests are handed to the pytest-xdist workers of `make test`: the longest
 first, so that no worker starts a minute-long test while the others have run out of work; the
 in-process tests (milliseconds each) fill the gaps at the end. The list names the tests that
-took 45 s or more (`pytest --durations=20`), then whole kinds; a test missing from it only runs
+took 25 s or more (`pytest --durations=20`), then whole kinds; a test missing from it only runs
 later. Each file's tests stay in their order."""
 
 from __future__ import annotations
@@ -11,13 +11,11 @@ import pytest
 LONGEST_FIRST = (
     "tests/e2e/test_real_server.py::test_watch_errors_are_survived",
     "tests/chaos/test_lucid_faults.py",
-    "tests/property/test_lucid_bodies.py",
-    "tests/property/test_token_response.py",
-    "tests/e2e/test_cli.py::test_fatal_start_up_errors_are_one_line_and_quick",
-    "tests/e2e/test_kubectl_plugin.py::test_status_columns_outputs_and_kubeconfig_flags",
     "tests/bench/",
+    "tests/property/test_lucid_bodies.py",
+    "tests/e2e/test_demo.py",
+    "tests/e2e/test_ha.py",
     "tests/chaos/",
-    "tests/e2e/test_cli_authorize.py::test_kubectl_status_and_refresh",
     "tests/e2e/",
     "tests/property/",
     "tests/observability/",
