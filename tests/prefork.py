@@ -33,6 +33,7 @@ import threading
 import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from stat import S_ISDIR
 from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,7 +204,12 @@ def _server() -> str:
         if _address is None:
             run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
             folder = os.path.join(tempfile.gettempdir(), f"lucidgrant-prefork-{os.getuid()}")
-            os.makedirs(folder, exist_ok=True)
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            # A shared /tmp: the requests carry the tests' environments, so the socket must be
+            # in a folder no other user made or can enter.
+            info = os.lstat(folder)
+            if info.st_uid != os.getuid() or info.st_mode & 0o077 or not S_ISDIR(info.st_mode):
+                raise RuntimeError(f"{folder} is not this user's alone: remove it")
             address = os.path.join(folder, f"{run}.socket")
             with open(os.path.join(folder, "lock"), "w") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)  # one test process at a time starts or joins
