@@ -6,11 +6,11 @@ Why: each operator or command-line process spends about 1.5 s of CPU importing k
 2-core machine that import was the largest single cost of `make test` (docs/testing.md). A
 forked child is still a process of its own (its own pid, environment, working directory, stdio,
 signals and exit status) running the same entry point as `python -m`; it only skips the import.
-The tests that are about the interpreter's start-up itself (--version, fatal start-up errors)
-and the demo still start real interpreters.
+`lucidgrant --version`, the client-secret prompt (in a new session), the demo and the benchmark
+still start real interpreters.
 
-One fork server per test process, started on first use and ended when that process ends (its
-stdin closes). A request carries the module, the arguments, the environment and the working
+One fork server per test run, shared by pytest-xdist's processes: started by the first that
+needs it, ended when the last one's session closes. A request carries the module, the arguments, the environment and the working
 directory, with the three stdio descriptors passed over a Unix socket (SCM_RIGHTS); the answer
 is the child's pid, then, when it ends, its exit status as `subprocess` reports it (negative for
 a signal) and the CPU it used."""
@@ -22,7 +22,9 @@ import fcntl
 import gc
 import importlib
 import json
+import logging
 import os
+import runpy
 import selectors
 import signal
 import socket
@@ -77,7 +79,9 @@ class Process:
                 fds.append(slot)
             else:
                 fds.append(spec if isinstance(spec, int) else spec.fileno())
-        request = {"module": _module(self.args), "args": self.args[3:], "cwd": str(cwd)}
+        if not forkable(self.args):
+            raise ValueError(f"not a command the fork server starts: {self.args[:3]}")
+        request = {"module": self.args[2], "args": self.args[3:], "cwd": str(cwd)}
         self._conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._conn.connect(_server())
         message = json.dumps({**request, "env": dict(env)}).encode() + b"\n"
@@ -173,12 +177,6 @@ def run(
 
 def forkable(cmd: Sequence[str]) -> bool:
     return len(cmd) >= 3 and cmd[0] == sys.executable and cmd[1] == "-m" and cmd[2] in FORKABLE
-
-
-def _module(cmd: Sequence[str]) -> str:
-    if not forkable(cmd):
-        raise ValueError(f"not a command the fork server starts: {cmd[:3]}")
-    return cmd[2]
 
 
 def _wrap(fd: int, slot: int, text: bool) -> IO[Any]:
@@ -343,8 +341,6 @@ def _child(request: dict[str, Any], fds: list[int]) -> None:
     sys.path[0] = request["cwd"]
     code = 1
     try:
-        import runpy
-
         # As under `python -m`, the module runs as __main__ only, never imported by its name.
         sys.modules.pop(request["module"], None)
         runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
@@ -357,8 +353,6 @@ def _child(request: dict[str, Any], fds: list[int]) -> None:
     except BaseException:
         traceback.print_exc()
     finally:
-        import logging
-
         logging.shutdown()
         for stream in (sys.stdout, sys.stderr):
             try:

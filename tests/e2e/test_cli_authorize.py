@@ -1,5 +1,6 @@
-"""`lucidgrant authorize` and `kubectl lucidgrant` as processes of their own (tests/prefork.py), against the Lucid emulator's
-automatic consent and the emulated Kubernetes API (through a kubeconfig, as on a laptop)."""
+"""`lucidgrant authorize` and `kubectl lucidgrant` as processes of their own (tests/prefork.py),
+against the Lucid emulator's automatic consent and the emulated Kubernetes API (through a
+kubeconfig, as on a laptop)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The fork server the end-to-end tests start their processes with (tests/prefork.py) gives each
-the process a new interpreter would: its own environment, working directory, stdio and pid, and
-the exit status `subprocess` reports, a signal's included."""
+child what a new interpreter would have: its own environment, working directory, stdio and pid,
+and the exit status `subprocess` reports, a signal's included."""
 
 from __future__ import annotations
 
@@ -20,6 +20,13 @@ def test_each_child_reads_its_own_environment_and_directory(tmp_path: Path) -> N
         done = run([*CLI, "run", "-A"], env, cwd=tmp_path / name)
         assert done.returncode == 1
         assert done.stderr.startswith(f"error: no kubeconfig at {tmp_path / name / 'none'} ")
+    # A relative KUBECONFIG is found in the child's own working directory, and only there.
+    (tmp_path / "first" / "kubeconfig").write_text("not: a kubeconfig\n")
+    relative = {"PATH": "/usr/bin:/bin", "KUBECONFIG": "kubeconfig"}
+    first = run([*CLI, "run", "-A"], relative, cwd=tmp_path / "first")
+    second = run([*CLI, "run", "-A"], relative, cwd=tmp_path / "second")
+    assert first.stderr.startswith("error: cannot use kubeconfig: "), first.stderr
+    assert second.stderr.startswith("error: no kubeconfig at kubeconfig "), second.stderr
 
 
 def test_exit_statuses_are_those_of_a_process(tmp_path: Path) -> None:
